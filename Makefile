@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make book   installs what the book needs and builds it strictly (every chapter executed)
+#   make test   installs what the tests need and runs them
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax
+
+.PHONY: book test check-book bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# One stamp per set of extras, remade when pyproject.toml changes.
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
+	touch $@
+
+# MathJax, served by the book itself so that equations render offline.
+$(MATHJAX)/tex-chtml.js:
+	rm -rf $(VENV)/mathjax && mkdir -p $(VENV)/mathjax $(MATHJAX)
+	cd $(VENV)/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	cp -r $(VENV)/mathjax/package/es5/. $(MATHJAX)/
+
+# The strict build: every chapter runs from scratch; any cell error, warning or broken reference fails it.
+book: $(VENV)/.installed-book $(MATHJAX)/tex-chtml.js
+	$(BIN)/jupyter-book build --all -W -n --keep-going book
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+# Checks of the built HTML (run after `make book`): error outputs, missing figures, and every page in
+# headless Chromium (installed from Debian's packages).
+check-book: $(VENV)/.installed-test $(VENV)/.installed-browser
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+	$(BIN)/python -m pytest -q tests_book
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf book/_build $(MATHJAX)

@@ -1,0 +1,332 @@
+"""Convolution: the plain loops of Part 1, the vectorised im2col version, and ``ConvLayer`` (Parts 2 and 9).
+
+Explained in the chapters *Convolution*, *The convolution layer* and *Backpropagation through convolution*.
+
+Shape letters: ``N`` images, ``C`` input channels, ``H, W`` input height and width, ``F`` filters,
+``K`` filter size, ``OH, OW`` output height and width, with::
+
+    OH = (H + 2 * padding - K) // stride + 1
+
+Every function here computes *cross-correlation* (the kernel is not flipped), as every deep-learning
+framework does and as the activity's "dot product at each position" describes.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._checks import check_array, check_dout, check_int, require_forward
+from .layers import Layer
+
+
+def output_size(size, kernel, stride=1, padding=0):
+    """Length of a convolution or pooling output along one axis: ``(size + 2*padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _check_geometry(where, H, W, KH, KW, stride, padding):
+    stride = check_int(f"{where}: stride", stride, 1)
+    padding = check_int(f"{where}: padding", padding, 0)
+    if KH > H + 2 * padding or KW > W + 2 * padding:
+        raise ValueError(
+            f"{where}: the {KH}x{KW} kernel is larger than the padded input "
+            f"{H + 2 * padding}x{W + 2 * padding} (input {H}x{W}, padding {padding}); "
+            "use a smaller kernel or more padding"
+        )
+    return stride, padding
+
+
+def convolve2d(image, kernel, stride=1, padding=0):
+    """Convolve one image with one kernel, with plain loops (Part 1 of the activity).
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W)
+    kernel : ndarray of shape (KH, KW)
+    stride : int >= 1
+        Step between neighbouring positions of the kernel.
+    padding : int >= 0
+        Zeros added on every side of the image.
+
+    Returns
+    -------
+    output : ndarray of shape (OH, OW)
+        ``OH = (H + 2*padding - KH) // stride + 1`` and likewise ``OW``;
+        ``output[i, j] = sum(padded[i*stride : i*stride+KH, j*stride : j*stride+KW] * kernel)``.
+
+    Examples
+    --------
+    >>> image = np.arange(9.0).reshape(3, 3)
+    >>> convolve2d(image, np.ones((2, 2)))
+    array([[ 8., 12.],
+           [20., 24.]])
+    """
+    image = check_array("convolve2d: image", image, ndim=2, shape_doc="(H, W)", floating=False)
+    kernel = check_array("convolve2d: kernel", kernel, ndim=2, shape_doc="(KH, KW)", floating=False)
+    H, W = image.shape
+    KH, KW = kernel.shape
+    stride, padding = _check_geometry("convolve2d", H, W, KH, KW, stride, padding)
+
+    # 1. Pad with zeros so the kernel can also be centred on border pixels.
+    if padding > 0:
+        image = np.pad(image, padding)
+    # 2. Output size: how many kernel positions fit along each axis.
+    OH = output_size(H, KH, stride, padding)
+    OW = output_size(W, KW, stride, padding)
+    # 3. Slide the kernel; each output pixel is the dot product of the kernel and the patch under it.
+    output = np.zeros((OH, OW), dtype=np.result_type(image, kernel, np.float32))
+    for i in range(OH):
+        for j in range(OW):
+            patch = image[i * stride : i * stride + KH, j * stride : j * stride + KW]
+            output[i, j] = np.sum(patch * kernel)
+    return output
+
+
+# --------------------------------------------------------------------------------------------------
+# The layer's reference implementation: loops over images, filters and channels, built on convolve2d.
+# --------------------------------------------------------------------------------------------------
+
+
+def conv_forward_loops(X, weights, biases, stride=1, padding=0):
+    """Forward pass of a convolution layer with loops over ``convolve2d`` (the teaching reference).
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, C, H, W)
+    weights : ndarray of shape (F, C, K, K)
+    biases : ndarray of shape (F,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, F, OH, OW)
+        ``out[n, f] = biases[f] + sum over c of convolve2d(X[n, c], weights[f, c])``.
+    """
+    N, C, H, W = X.shape
+    F, _, KH, KW = weights.shape
+    out = np.zeros((N, F, output_size(H, KH, stride, padding), output_size(W, KW, stride, padding)),
+                   dtype=np.result_type(X, weights))
+    for n in range(N):
+        for f in range(F):
+            for c in range(C):
+                out[n, f] += convolve2d(X[n, c], weights[f, c], stride, padding)
+            out[n, f] += biases[f]
+    return out
+
+
+def conv_backward_loops(X, weights, dout, stride=1, padding=0):
+    """Backward pass of a convolution layer with explicit loops (the teaching reference for Part 9).
+
+    Each output pixel ``out[n, f, i, j]`` was the dot product of ``weights[f]`` with one input patch,
+    so its upstream gradient ``dout[n, f, i, j]`` flows back to that patch (scaled by the weights) and
+    to the weights (scaled by the patch).
+
+    Returns
+    -------
+    dX : ndarray of shape (N, C, H, W)
+    dW : ndarray of shape (F, C, K, K)
+    db : ndarray of shape (F,)
+    """
+    N, C, H, W = X.shape
+    F, _, KH, KW = weights.shape
+    _, _, OH, OW = dout.shape
+    Xp = np.pad(X, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dXp = np.zeros_like(Xp)
+    dW = np.zeros_like(weights)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    rows = slice(i * stride, i * stride + KH)
+                    cols = slice(j * stride, j * stride + KW)
+                    dW[f] += dout[n, f, i, j] * Xp[n, :, rows, cols]
+                    dXp[n, :, rows, cols] += dout[n, f, i, j] * weights[f]
+    db = dout.sum(axis=(0, 2, 3))
+    dX = dXp[:, :, padding : padding + H, padding : padding + W]
+    return dX, dW, db
+
+
+# --------------------------------------------------------------------------------------------------
+# The vectorised implementation: im2col on a strided view, then one matrix product.
+# --------------------------------------------------------------------------------------------------
+
+
+def im2col(X, K, stride=1, padding=0):
+    """Unfold a batch so that a convolution becomes one matrix product.
+
+    Row ``(c, ki, kj)`` of the result holds what kernel tap ``(c, ki, kj)`` sees at every output pixel
+    of every image: the channel ``c`` shifted by ``(ki, kj)`` and sampled every ``stride`` pixels.
+    Stacking the ``C*K*K`` shifted copies turns the convolution into ``W.reshape(F, -1) @ cols``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, C, H, W)
+
+    Returns
+    -------
+    cols : ndarray of shape (C * K * K, N * OH * OW)
+        Column ``(n * OH + i) * OW + j`` is the patch under output pixel ``(i, j)`` of image ``n``,
+        in the ``(C, K, K)`` order of a filter.
+    """
+    if padding:
+        X = np.pad(X, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    # A read-only strided view of shape (N, C, OH, OW, K, K): no pixel is copied yet.
+    windows = sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
+    N, C, OH, OW = windows.shape[:4]
+    # The one copy. Putting (C, K, K) first keeps each image row (OW pixels) contiguous in the copy,
+    # which is several times faster than the (N*OH*OW, C*K*K) layout with its 3-pixel inner rows.
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(C * K * K, N * OH * OW)
+
+
+def col2im(dcols, X_shape, K, stride=1, padding=0):
+    """The adjoint of :func:`im2col`: add each tap's gradient back onto the pixels it saw.
+
+    Parameters
+    ----------
+    dcols : ndarray of shape (C * K * K, N * OH * OW)
+    X_shape : tuple (N, C, H, W)
+
+    Returns
+    -------
+    dX : ndarray of shape (N, C, H, W)
+        Pixels that belong to several patches (overlapping windows) receive the sum of their gradients.
+    """
+    N, C, H, W = X_shape
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    d = dcols.reshape(C, K, K, N, OH, OW)
+    dXp = np.zeros((C, N, H + 2 * padding, W + 2 * padding), dtype=dcols.dtype)
+    # K*K strided additions, each covering every channel and image at once.
+    for ki in range(K):
+        for kj in range(K):
+            dXp[:, :, ki : ki + stride * (OH - 1) + 1 : stride, kj : kj + stride * (OW - 1) + 1 : stride] += d[:, ki, kj]
+    return np.ascontiguousarray(dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3))
+
+
+class ConvLayer(Layer):
+    """A 2-D convolution layer: ``F`` filters of shape ``(C, K, K)`` slid over a batch of images.
+
+    Parameters
+    ----------
+    num_filters : int
+        ``F``, the number of filters (output channels).
+    filter_size : int
+        ``K``, the side of each square filter.
+    num_channels : int
+        ``C``, the number of input channels.
+    stride : int, default 1
+    padding : int, default 0
+    weight_scale : float or None, default None
+        Standard deviation of the initial weights. ``None`` uses He initialisation,
+        ``sqrt(2 / (C * K * K))``, which keeps activations at a steady scale through ReLU layers;
+        the activity's ``0.01`` trains too slowly to reach 98% in ten epochs.
+    rng : numpy.random.Generator or int or None
+        Source of the initial weights (a seed gives reproducible weights).
+    dtype : numpy dtype, default float32
+        ``float32`` for training speed, ``float64`` for gradient checks.
+    impl : {"vectorized", "loops"}
+        ``"loops"`` runs :func:`conv_forward_loops` and :func:`conv_backward_loops` instead (slow, for teaching).
+
+    Attributes
+    ----------
+    weights : ndarray of shape (F, C, K, K)
+    biases : ndarray of shape (F,)
+    params, grads : dict
+        The live parameter arrays and, after each backward, their gradients.
+    """
+
+    def __init__(self, num_filters, filter_size, num_channels, stride=1, padding=0,
+                 weight_scale=None, rng=None, dtype=np.float32, impl="vectorized"):
+        self.num_filters = check_int("ConvLayer: num_filters", num_filters, 1)
+        self.filter_size = check_int("ConvLayer: filter_size (the side of a square filter)", filter_size, 1)
+        self.num_channels = check_int("ConvLayer: num_channels", num_channels, 1)
+        self.stride = check_int("ConvLayer: stride", stride, 1)
+        self.padding = check_int("ConvLayer: padding", padding, 0)
+        if impl not in ("vectorized", "loops"):
+            raise ValueError(f"ConvLayer: impl must be 'vectorized' or 'loops'; got {impl!r}")
+        self.impl = impl
+        F, C, K = self.num_filters, self.num_channels, self.filter_size
+        scale = np.sqrt(2.0 / (C * K * K)) if weight_scale is None else weight_scale
+        rng = np.random.default_rng(rng)
+        self.weights = (rng.standard_normal((F, C, K, K)) * scale).astype(dtype)
+        self.biases = np.zeros(F, dtype=dtype)
+        self.params = {"weights": self.weights, "biases": self.biases}
+        self.grads = {}
+        self._cache = None
+
+    def __repr__(self):
+        return (f"ConvLayer(num_filters={self.num_filters}, filter_size={self.filter_size}, "
+                f"num_channels={self.num_channels}, stride={self.stride}, padding={self.padding})")
+
+    def output_shape(self, input_shape):
+        """Shape ``(F, OH, OW)`` of one output for one input of shape ``(C, H, W)``."""
+        _, H, W = input_shape
+        K, s, p = self.filter_size, self.stride, self.padding
+        return (self.num_filters, output_size(H, K, s, p), output_size(W, K, s, p))
+
+    def forward(self, X, training=True):
+        """Convolve a batch.
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, C, H, W)
+        training : bool
+            When False, nothing is kept for a backward pass (saves memory at evaluation).
+
+        Returns
+        -------
+        out : ndarray of shape (N, F, OH, OW)
+        """
+        X = check_array("ConvLayer.forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
+        N, C, H, W = X.shape
+        if C != self.num_channels:
+            raise ValueError(f"ConvLayer.forward: X has {C} channels (shape {X.shape}) but the layer "
+                             f"expects num_channels={self.num_channels}, i.e. X of shape (N, {self.num_channels}, H, W)")
+        K, s, p = self.filter_size, self.stride, self.padding
+        _check_geometry("ConvLayer.forward", H, W, K, K, s, p)
+        F, OH, OW = self.output_shape((C, H, W))
+
+        if self.impl == "loops":
+            out = conv_forward_loops(X, self.weights, self.biases, s, p)
+            self._cache = (X, None) if training else None
+            return out
+        cols = im2col(X, K, s, p)                                     # (C*K*K, N*OH*OW)
+        out = self.weights.reshape(F, -1) @ cols                      # (F, N*OH*OW): one matrix product
+        out += self.biases[:, None]
+        self._cache = (X, cols) if training else None
+        # Reorder (F, N, OH, OW) to (N, F, OH, OW) in one contiguous copy, so that the element-wise
+        # layers after this one run over memory in order.
+        return np.ascontiguousarray(out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3))
+
+    def gradient(self, dout, input_grad=True):
+        """Gradients of the loss for a given ``dout`` of shape (N, F, OH, OW), without updating.
+
+        Sets ``self.grads["weights"]`` (F, C, K, K) and ``self.grads["biases"]`` (F,), and returns
+        ``dX`` of shape (N, C, H, W), or None with ``input_grad=False`` (a network's first layer has
+        no use for it, and skipping it saves a third of the layer's backward time).
+        """
+        require_forward("ConvLayer", self._cache)
+        X, cols = self._cache
+        N, C, H, W = X.shape
+        F = self.num_filters
+        dout = check_dout("ConvLayer", dout, (N,) + self.output_shape((C, H, W)))
+        K, s, p = self.filter_size, self.stride, self.padding
+
+        if self.impl == "loops":
+            dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
+        else:
+            dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
+            dW = (dout_F @ cols.T).reshape(self.weights.shape)       # each filter: sum of patch * dout
+            db = dout_F.sum(axis=1)                                  # each bias touched every pixel
+            dX = None
+            if input_grad:
+                dcols = self.weights.reshape(F, -1).T @ dout_F       # (C*K*K, N*OH*OW)
+                dX = col2im(dcols, X.shape, K, s, p)
+        self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
+                      "biases": db.astype(self.biases.dtype, copy=False)}
+        return dX
+
+    def backward(self, dout, learning_rate=0.01):
+        """Backpropagate ``dout`` (N, F, OH, OW), update the parameters by plain SGD, return dX (N, C, H, W).
+
+        ``learning_rate=0`` computes the gradients (in ``self.grads``) and leaves the parameters unchanged.
+        """
+        dX = self.gradient(dout)
+        self.update(learning_rate)
+        return dX

@@ -1,0 +1,278 @@
+"""The layers around the convolution: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer (Parts 3 to 6), and Dropout.
+
+Every layer has ``forward(X)`` and ``backward(dout)`` side by side. Layers with parameters also have
+``params`` (the live arrays) and ``grads`` (their gradients from the last backward), which is what the
+gradient checker and the optimizers use; ``gradient(dout)`` computes gradients without updating and
+``update(learning_rate)`` takes one plain SGD step.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
+
+
+class Layer:
+    """Base class: a layer without parameters. Subclasses set ``params`` and ``grads``."""
+
+    params = {}  # replaced by a per-instance dict in layers that have parameters; never mutated here
+    grads = {}
+
+    def gradient(self, dout):
+        """Gradient with respect to the input (and ``self.grads``), without changing any parameter."""
+        return self.backward(dout)
+
+    def update(self, learning_rate):
+        """One plain SGD step in place: ``param -= learning_rate * grad`` for every parameter."""
+        learning_rate = check_positive_float(f"{type(self).__name__}.update: learning_rate", learning_rate,
+                                             allow_zero=True)
+        if self.params and not self.grads:
+            raise RuntimeError(f"{type(self).__name__}.update called before any backward pass")
+        if learning_rate == 0:
+            return
+        for name, value in self.params.items():
+            value -= learning_rate * self.grads[name]   # in place: params stay the live arrays
+
+    def num_params(self):
+        """Number of trainable numbers in this layer."""
+        return int(sum(p.size for p in self.params.values()))
+
+    def output_shape(self, input_shape):
+        """Shape of one output for one input of shape ``input_shape`` (no batch axis)."""
+        return tuple(input_shape)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class ReLU(Layer):
+    """Rectified linear unit, ``f(x) = max(0, x)``, applied element by element (Part 4)."""
+
+    def __init__(self):
+        self._out = None
+
+    def forward(self, X, training=True):
+        """X of any shape -> ``max(0, X)`` of the same shape and dtype."""
+        X = check_array("ReLU.forward: X", X)
+        out = np.maximum(X, 0)
+        self._out = out if training else None   # out > 0 exactly where X > 0: no separate mask to keep
+        return out
+
+    def backward(self, dout):
+        """The gradient passes where the input was positive and is 0 elsewhere."""
+        require_forward("ReLU", self._out)
+        dout = check_dout("ReLU", dout, self._out.shape)
+        return dout * (self._out > 0)
+
+
+class Flatten(Layer):
+    """Reshape (N, C, H, W) to (N, C*H*W), the bridge from feature maps to a dense layer (Part 5)."""
+
+    def __init__(self):
+        self._input_shape = None
+
+    def forward(self, X, training=True):
+        X = check_array("Flatten.forward: X", X, shape_doc="(N, ...)")
+        if X.ndim < 2:
+            raise ValueError(f"Flatten.forward: X must have a batch axis and at least one more, e.g. (N, C, H, W); "
+                             f"got shape {X.shape}")
+        self._input_shape = X.shape
+        return X.reshape(X.shape[0], -1)
+
+    def backward(self, dout):
+        """Reshape the gradient (N, C*H*W) back to the input's shape (N, C, H, W)."""
+        require_forward("Flatten", self._input_shape)
+        N = self._input_shape[0]
+        dout = check_dout("Flatten", dout, (N, int(np.prod(self._input_shape[1:]))))
+        return dout.reshape(self._input_shape)
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+
+class MaxPoolLayer(Layer):
+    """Max pooling over ``pool_size x pool_size`` windows taken every ``stride`` pixels (Part 3).
+
+    Forward: (N, C, H, W) -> (N, C, OH, OW) with ``OH = (H - pool_size) // stride + 1``.
+    Backward: each window's gradient goes to the position of its maximum (the first one, on ties);
+    where windows overlap (``stride < pool_size``) a pixel collects the gradients of all windows it wins.
+    """
+
+    def __init__(self, pool_size=2, stride=2, impl="vectorized"):
+        self.pool_size = check_int("MaxPoolLayer: pool_size", pool_size, 1)
+        self.stride = check_int("MaxPoolLayer: stride", stride, 1)
+        if impl not in ("vectorized", "loops"):
+            raise ValueError(f"MaxPoolLayer: impl must be 'vectorized' or 'loops'; got {impl!r}")
+        self.impl = impl
+        self._cache = None
+
+    def __repr__(self):
+        return f"MaxPoolLayer(pool_size={self.pool_size}, stride={self.stride})"
+
+    def output_shape(self, input_shape):
+        C, H, W = input_shape
+        P, s = self.pool_size, self.stride
+        return (C, (H - P) // s + 1, (W - P) // s + 1)
+
+    def _windows(self, X, OH, OW):
+        """The P*P strided views of X, one per position (ki, kj) in the window: each (N, C, OH, OW)."""
+        P, s = self.pool_size, self.stride
+        return [X[:, :, ki : ki + s * (OH - 1) + 1 : s, kj : kj + s * (OW - 1) + 1 : s]
+                for ki in range(P) for kj in range(P)]
+
+    def forward(self, X, training=True):
+        X = check_array("MaxPoolLayer.forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
+        N, C, H, W = X.shape
+        P, s = self.pool_size, self.stride
+        if P > H or P > W:
+            raise ValueError(f"MaxPoolLayer.forward: the {P}x{P} pool window is larger than the {H}x{W} input")
+        _, OH, OW = self.output_shape((C, H, W))
+        if self.impl == "loops":
+            out = np.empty((N, C, OH, OW), dtype=X.dtype)
+            for n in range(N):
+                for c in range(C):
+                    for i in range(OH):
+                        for j in range(OW):
+                            out[n, c, i, j] = X[n, c, i * s : i * s + P, j * s : j * s + P].max()
+        else:
+            # Instead of P*P nested loops over pixels: P*P element-wise maxima over whole strided views.
+            views = self._windows(X, OH, OW)
+            out = views[0].copy()
+            for view in views[1:]:
+                np.maximum(out, view, out=out)
+        self._cache = (X, out) if training else None
+        return out
+
+    def backward(self, dout):
+        """Route dout (N, C, OH, OW) to each window's maximum; return dX (N, C, H, W)."""
+        require_forward("MaxPoolLayer", self._cache)
+        X, out = self._cache
+        dout = check_dout("MaxPoolLayer", dout, out.shape)
+        _, _, OH, OW = out.shape
+        dX = np.zeros(X.shape, dtype=np.result_type(dout, X))
+        # Visit the window positions in order; the first position equal to the maximum takes the gradient,
+        # so a window whose maximum appears twice still passes its gradient on exactly once.
+        taken = np.zeros(out.shape, dtype=bool)
+        for view, dview in zip(self._windows(X, OH, OW), self._windows(dX, OH, OW)):
+            winner = (view == out) & ~taken
+            taken |= winner
+            dview += dout * winner   # dview is a view into dX: overlapping windows accumulate
+        return dX
+
+
+class FullyConnectedLayer(Layer):
+    """Dense layer ``out = X @ weights + biases`` (Part 6).
+
+    Parameters
+    ----------
+    input_size, output_size : int
+    learning_rate : float, default 0.01
+        Step size that ``backward`` uses for its SGD update.
+    weight_scale : float or None
+        Standard deviation of the initial weights; ``None`` uses ``sqrt(1 / input_size)``.
+    rng : numpy.random.Generator or int or None
+    dtype : numpy dtype, default float32
+
+    Attributes
+    ----------
+    weights : ndarray of shape (input_size, output_size)
+    biases : ndarray of shape (output_size,)
+    """
+
+    def __init__(self, input_size, output_size, learning_rate=0.01, weight_scale=None, rng=None,
+                 dtype=np.float32):
+        self.input_size = check_int("FullyConnectedLayer: input_size", input_size, 1)
+        self.output_size = check_int("FullyConnectedLayer: output_size", output_size, 1)
+        self.learning_rate = check_positive_float("FullyConnectedLayer: learning_rate", learning_rate,
+                                                  allow_zero=True)
+        scale = np.sqrt(1.0 / input_size) if weight_scale is None else weight_scale
+        rng = np.random.default_rng(rng)
+        self.weights = (rng.standard_normal((input_size, output_size)) * scale).astype(dtype)
+        self.biases = np.zeros(output_size, dtype=dtype)
+        self.params = {"weights": self.weights, "biases": self.biases}
+        self.grads = {}
+        self._X = None
+
+    def __repr__(self):
+        return f"FullyConnectedLayer(input_size={self.input_size}, output_size={self.output_size})"
+
+    def output_shape(self, input_shape):
+        return (self.output_size,)
+
+    def _check_X(self, where, X):
+        X = check_array(f"FullyConnectedLayer.{where}: X", X, ndim=2, shape_doc=f"(N, {self.input_size})")
+        if X.shape[1] != self.input_size:
+            raise ValueError(f"FullyConnectedLayer.{where}: X has {X.shape[1]} features (shape {X.shape}) but the "
+                             f"layer expects input_size={self.input_size}; flatten (N, C, H, W) inputs first")
+        return X
+
+    def forward(self, X, training=True):
+        """X (N, input_size) -> X @ weights + biases, shape (N, output_size)."""
+        X = self._check_X("forward", X)
+        self._X = X if training else None
+        return X @ self.weights + self.biases
+
+    def gradient(self, dout, X=None):
+        """Set ``self.grads`` from dout (N, output_size) and return dX (N, input_size); no update."""
+        if X is None:
+            require_forward("FullyConnectedLayer", self._X)
+            X = self._X
+        else:
+            X = self._check_X("backward", X)
+        dout = check_dout("FullyConnectedLayer", dout, (X.shape[0], self.output_size))
+        self.grads = {"weights": (X.T @ dout).astype(self.weights.dtype, copy=False),
+                      "biases": dout.sum(axis=0).astype(self.biases.dtype, copy=False)}
+        return dout @ self.weights.T
+
+    def backward(self, X, dout):
+        """Backpropagate through the layer and take an SGD step with ``self.learning_rate``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, input_size)
+            The input of the forward pass (as in the activity's XOR network).
+        dout : ndarray of shape (N, output_size)
+
+        Returns
+        -------
+        dX : ndarray of shape (N, input_size)
+        """
+        dX = self.gradient(dout, X)
+        self.update(self.learning_rate)
+        return dX
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each activation with probability ``rate`` and scale the
+    survivors by ``1 / (1 - rate)`` so the expected value is unchanged; in evaluation, do nothing.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    rng : numpy.random.Generator or int or None
+    """
+
+    def __init__(self, rate=0.5, rng=None):
+        rate = check_positive_float("Dropout: rate", rate, allow_zero=True)
+        if rate >= 1:
+            raise ValueError(f"Dropout: rate must be in [0, 1); got {rate}")
+        self.rate = rate
+        self.rng = np.random.default_rng(rng)
+        self._mask = None
+
+    def __repr__(self):
+        return f"Dropout(rate={self.rate})"
+
+    def forward(self, X, training=True):
+        X = check_array("Dropout.forward: X", X)
+        if not training or self.rate == 0:
+            self._mask = np.ones((), dtype=X.dtype) if training else None
+            return X
+        keep = 1.0 - self.rate
+        self._mask = (self.rng.random(X.shape, dtype=np.float32) < keep).astype(X.dtype) / X.dtype.type(keep)
+        return X * self._mask
+
+    def backward(self, dout):
+        require_forward("Dropout", self._mask)
+        if self._mask.ndim:
+            dout = check_dout("Dropout", dout, self._mask.shape)
+        return dout * self._mask

@@ -1,0 +1,89 @@
+"""Optimizers that update every layer's ``params`` from its ``grads``: SGD, momentum (and Nesterov), Adam.
+
+Explained in the chapter *Optimizers*. Each optimizer keeps its state (velocities, moment estimates)
+per parameter array, keyed by the array's identity, and updates the arrays in place.
+"""
+import numpy as np
+
+from ._checks import check_positive_float
+
+
+class SGD:
+    """Plain stochastic gradient descent: ``p -= lr * g``."""
+
+    def __init__(self, learning_rate=0.01):
+        self.learning_rate = check_positive_float("SGD: learning_rate", learning_rate)
+
+    def step(self, layers, learning_rate=None):
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        for layer in layers:
+            layer.update(lr)
+
+    def __repr__(self):
+        return f"SGD(learning_rate={self.learning_rate})"
+
+
+class Momentum(SGD):
+    """SGD with momentum: ``v = mu * v - lr * g``; ``p += v`` (or the Nesterov look-ahead form).
+
+    Nesterov's variant applies ``p += mu * v - lr * g``: the step that the velocity is about to take,
+    corrected by the gradient.
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False):
+        super().__init__(learning_rate)
+        self.momentum = check_positive_float("Momentum: momentum", momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"Momentum: momentum must be in [0, 1); got {momentum}")
+        self.nesterov = bool(nesterov)
+        self.velocity = {}
+
+    def step(self, layers, learning_rate=None):
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        mu = self.momentum
+        for layer in layers:
+            for name, p in layer.params.items():
+                g = layer.grads[name]
+                v = self.velocity.setdefault(id(p), np.zeros_like(p))
+                v *= mu
+                v -= lr * g
+                if self.nesterov:
+                    p += mu * v - lr * g
+                else:
+                    p += v
+
+    def __repr__(self):
+        return f"Momentum(learning_rate={self.learning_rate}, momentum={self.momentum}, nesterov={self.nesterov})"
+
+
+class Adam(SGD):
+    """Adam (Kingma and Ba, 2015): per-parameter steps from bias-corrected first and second moments.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2``,
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1**t)``, ``v_hat = v / (1 - b2**t)``.
+    """
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8):
+        super().__init__(learning_rate)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.t = 0
+        self.m, self.v = {}, {}
+
+    def step(self, layers, learning_rate=None):
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        scale = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)   # both bias corrections in one factor
+        for layer in layers:
+            for name, p in layer.params.items():
+                g = layer.grads[name]
+                m = self.m.setdefault(id(p), np.zeros_like(p))
+                v = self.v.setdefault(id(p), np.zeros_like(p))
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * g * g
+                p -= (scale * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False)
+
+    def __repr__(self):
+        return f"Adam(learning_rate={self.learning_rate}, beta1={self.beta1}, beta2={self.beta2})"
