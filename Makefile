@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 MATHJAX_VERSION := 3.2.2
-MATHJAX := book/_static/mathjax
+MATHJAX := book/_mathjax/mathjax
 
 .PHONY: book test check-book bench clean
 
@@ -42,4 +42,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf book/_build $(MATHJAX)
+	rm -rf book/_build _build book/_mathjax

@@ -1,0 +1,154 @@
+"""Pictures for the book: digits, filters, feature maps, learning curves and confusion matrices.
+
+Every function returns the matplotlib ``Figure`` it drew, with a title and labelled axes, so a chapter
+can show it, save it or ``glue`` it.
+"""
+import numpy as np
+
+
+def _plt():
+    import matplotlib.pyplot as plt   # imported lazily: the layers do not need matplotlib
+    return plt
+
+
+def _grid(n, ncols):
+    ncols = max(1, min(ncols, n))
+    return -(-n // ncols), ncols
+
+
+def show_images(images, labels=None, predictions=None, ncols=10, title=None, cmap="gray", size=1.1,
+                vmin=None, vmax=None):
+    """A grid of images with their labels (and predictions, in red where they differ).
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, H, W) or (N, 1, H, W)
+    labels, predictions : ndarray of shape (N,), optional
+    """
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    n = len(images)
+    rows, cols = _grid(n, ncols)
+    plt = _plt()
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + (0.5 if title else 0)), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(images[k], cmap=cmap, vmin=vmin, vmax=vmax)
+        if predictions is not None:
+            wrong = labels is not None and predictions[k] != labels[k]
+            text = f"{labels[k]}→{predictions[k]}" if labels is not None else f"{predictions[k]}"
+            ax.set_title(text, fontsize=9, color="crimson" if wrong else "black")
+        elif labels is not None:
+            ax.set_title(str(labels[k]), fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_filters(weights, title="Filters", ncols=8, size=1.2):
+    """Each filter of the first input channel, on a symmetric colour scale (blue < 0 < red).
+
+    Parameters
+    ----------
+    weights : ndarray of shape (F, C, K, K)
+    """
+    w = np.asarray(weights)[:, 0]
+    lim = float(np.abs(w).max()) or 1.0
+    rows, cols = _grid(len(w), ncols)
+    plt = _plt()
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.6), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(w):
+            im = ax.imshow(w[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_title(f"filter {k}", fontsize=8)
+    fig.suptitle(title)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    return fig
+
+
+def show_feature_maps(maps, title="Feature maps", ncols=8, size=1.3, cmap="viridis"):
+    """The channels of one feature map, each with its index.
+
+    Parameters
+    ----------
+    maps : ndarray of shape (C, H, W)
+    """
+    maps = np.asarray(maps)
+    rows, cols = _grid(len(maps), ncols)
+    plt = _plt()
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.5), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(maps):
+            ax.imshow(maps[k], cmap=cmap)
+            ax.set_title(f"channel {k}", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories, metrics=("loss", "val_accuracy"), title=None):
+    """Learning curves: one panel per metric, one line per run.
+
+    Parameters
+    ----------
+    histories : dict
+        Maps a run's name to the history dict returned by ``train``.
+    metrics : sequence of str
+        Keys of the history dicts, e.g. ``"loss"``, ``"accuracy"``, ``"val_accuracy"``.
+    """
+    names = {"loss": "training loss", "accuracy": "training accuracy", "val_loss": "test loss",
+             "val_accuracy": "test accuracy", "seconds": "seconds per epoch"}
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for name, history in histories.items():
+            values = history[metric]
+            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(names.get(metric, metric))
+        ax.set_title(names.get(metric, metric))
+        ax.grid(alpha=0.3)
+        if len(histories) > 1:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(y_true, y_pred, num_classes=10):
+    """Counts ``cm[i, j]`` of images of class ``i`` predicted as class ``j``; shape (num_classes, num_classes)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"confusion_matrix: y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape")
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def plot_confusion_matrix(cm, title="Confusion matrix"):
+    """Draw a confusion matrix with its counts; the diagonal (correct answers) is left out of the colour scale."""
+    cm = np.asarray(cm)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(off, cmap="Reds")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="black" if i != j else "navy", fontweight="bold" if i == j else "normal")
+    ax.set_xticks(range(cm.shape[1]))
+    ax.set_yticks(range(cm.shape[0]))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="mistakes")
+    fig.tight_layout()
+    return fig
