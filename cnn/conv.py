@@ -290,9 +290,10 @@ class ConvLayer(Layer):
         out = self.weights.reshape(F, -1) @ cols                      # (F, N*OH*OW): one matrix product
         out += self.biases[:, None]
         self._cache = (X, cols) if training else None
-        # Reorder (F, N, OH, OW) to (N, F, OH, OW) in one contiguous copy, so that the element-wise
-        # layers after this one run over memory in order.
-        return np.ascontiguousarray(out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3))
+        # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view without copying.
+        # NumPy's element-wise operations follow the memory order, so the layers after this one (and
+        # the gradients they send back) keep this layout, and `dout_F` below is then a free reshape.
+        return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
 
     def gradient(self, dout, input_grad=True):
         """Gradients of the loss for a given ``dout`` of shape (N, F, OH, OW), without updating.

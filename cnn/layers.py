@@ -128,34 +128,41 @@ class MaxPoolLayer(Layer):
         _, OH, OW = self.output_shape((C, H, W))
         if self.impl == "loops":
             out = np.empty((N, C, OH, OW), dtype=X.dtype)
+            winner = np.empty((N, C, OH, OW), dtype=np.intp)
             for n in range(N):
                 for c in range(C):
                     for i in range(OH):
                         for j in range(OW):
-                            out[n, c, i, j] = X[n, c, i * s : i * s + P, j * s : j * s + P].max()
+                            window = X[n, c, i * s : i * s + P, j * s : j * s + P]
+                            winner[n, c, i, j] = np.argmax(window)   # flat index of the first maximum
+                            out[n, c, i, j] = window.flat[winner[n, c, i, j]]
         else:
-            # Instead of P*P nested loops over pixels: P*P element-wise maxima over whole strided views.
+            # Instead of nested loops over pixels: P*P element-wise steps over whole strided views.
+            # `winner` records which window position k holds the maximum. A position takes over only
+            # when it is strictly greater than the maximum so far, so the first maximum wins ties and
+            # each window passes its gradient on exactly once; and because k grows, the last position
+            # that took over (the winner) is simply the largest k * (view > running max).
             views = self._windows(X, OH, OW)
             out = views[0].copy()
-            for view in views[1:]:
+            dtype = np.uint8 if P * P <= 256 else np.int64
+            winner = np.zeros(out.shape, dtype=dtype)
+            for k, view in enumerate(views[1:], start=1):
+                np.maximum(winner, np.multiply(view > out, k, dtype=dtype), out=winner)
                 np.maximum(out, view, out=out)
-        self._cache = (X, out) if training else None
+        self._cache = (X.shape, winner) if training else None
         return out
 
     def backward(self, dout):
         """Route dout (N, C, OH, OW) to each window's maximum; return dX (N, C, H, W)."""
         require_forward("MaxPoolLayer", self._cache)
-        X, out = self._cache
-        dout = check_dout("MaxPoolLayer", dout, out.shape)
-        _, _, OH, OW = out.shape
-        dX = np.zeros(X.shape, dtype=np.result_type(dout, X))
-        # Visit the window positions in order; the first position equal to the maximum takes the gradient,
-        # so a window whose maximum appears twice still passes its gradient on exactly once.
-        taken = np.zeros(out.shape, dtype=bool)
-        for view, dview in zip(self._windows(X, OH, OW), self._windows(dX, OH, OW)):
-            winner = (view == out) & ~taken
-            taken |= winner
-            dview += dout * winner   # dview is a view into dX: overlapping windows accumulate
+        shape, winner = self._cache
+        dout = check_dout("MaxPoolLayer", dout, winner.shape)
+        _, _, OH, OW = winner.shape
+        dX = np.zeros(shape, dtype=dout.dtype)
+        # One strided addition per window position; where windows overlap (stride < pool_size) a pixel
+        # is reached by several positions and its gradients add up.
+        for k, dview in enumerate(self._windows(dX, OH, OW)):
+            dview += dout * (winner == k)
         return dX
 
 

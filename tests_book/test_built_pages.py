@@ -1,0 +1,64 @@
+"""The built HTML: every chapter is there, no cell shows an error, and every figure is on disk."""
+import pytest
+from bs4 import BeautifulSoup
+
+from conftest import HTML, toc_pages
+
+PAGES = toc_pages()
+# Output classes that myst-nb gives to error and stderr outputs.
+ERROR_CLASSES = ("traceback", "stderr", "error")
+
+
+def _soup(page):
+    path = HTML / f"{page}.html"
+    assert path.is_file(), f"{path} was not built"
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def test_no_execution_reports(html_dir):
+    """Jupyter Book writes reports/*.err.log for every notebook whose execution failed."""
+    reports = sorted((html_dir / "reports").glob("*.log")) if (html_dir / "reports").exists() else []
+    assert not reports, f"execution failed: {[r.name for r in reports]}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_has_no_error_output(html_dir, page):
+    """No cell output is an error, a traceback or stderr, except in cells tagged raises-exception."""
+    bad = []
+    for cell in _soup(page).select("div.cell"):
+        if "tag_raises-exception" in cell.get("class", []):
+            continue
+        for output in cell.select("div.output"):
+            classes = set(output.get("class", []))
+            if classes & set(ERROR_CLASSES):
+                bad.append(output.get_text()[:300])
+    assert not bad, f"{page}: error outputs:\n" + "\n---\n".join(bad)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_figures_exist(html_dir, page):
+    """Every image on the page is a non-empty file of the build."""
+    missing = []
+    for img in _soup(page).find_all("img"):
+        src = img.get("src", "")
+        if src.startswith("data:"):
+            continue
+        path = html_dir / src.split("?")[0]
+        if not path.is_file() or path.stat().st_size == 0:
+            missing.append(src)
+    assert not missing, f"{page}: missing images {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_shows_results(html_dir, page):
+    """Every chapter executed code and shows at least one figure or table computed by the build."""
+    soup = _soup(page)
+    assert soup.select("div.cell"), f"{page}: no executed cells"
+    assert soup.find_all("img") or soup.find_all("table"), f"{page}: no figure and no table"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_unresolved_glue_or_role(html_dir, page):
+    """Glued numbers were substituted: no literal {glue:...} role is left in the text."""
+    text = _soup(page).get_text()
+    assert "{glue" not in text and "{eq}" not in text and "{ref}" not in text, f"{page}: unresolved role"
