@@ -13,7 +13,7 @@ framework does and as the activity's "dot product at each position" describes.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._checks import check_array, check_dout, check_int, require_forward
+from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
 from .layers import Layer
 
 
@@ -311,6 +311,7 @@ class ConvLayer(Layer):
 
         if self.impl == "loops":
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
+            dX = dX if input_grad else None
         else:
             dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
             dW = (dout_F @ cols.T).reshape(self.weights.shape)       # each filter: sum of patch * dout
@@ -328,6 +329,7 @@ class ConvLayer(Layer):
 
         ``learning_rate=0`` computes the gradients (in ``self.grads``) and leaves the parameters unchanged.
         """
+        check_positive_float("ConvLayer.backward: learning_rate", learning_rate, allow_zero=True)  # before any change
         dX = self.gradient(dout)
         self.update(learning_rate)
         return dX

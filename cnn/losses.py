@@ -58,6 +58,11 @@ def cross_entropy_loss(predictions, labels):
     if predictions.min() < 0 or predictions.max() > 1:
         raise ValueError("cross_entropy_loss: predictions must be probabilities in [0, 1] (apply softmax to "
                          f"logits first); got values from {predictions.min():g} to {predictions.max():g}")
+    sums = predictions.sum(axis=1)
+    if not np.allclose(sums, 1.0, atol=1e-3):
+        worst = int(np.argmax(np.abs(sums - 1.0)))
+        raise ValueError("cross_entropy_loss: predictions must be probabilities, each row summing to 1 "
+                         f"(apply softmax to logits first); row {worst} sums to {sums[worst]:g}")
     N, num_classes = predictions.shape
     labels = check_labels("cross_entropy_loss: labels", labels, num_classes, n=N)
     p = predictions[np.arange(N), labels]

@@ -13,6 +13,12 @@ from .layers import Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
 from .losses import cross_entropy_from_logits, softmax, softmax_cross_entropy_gradient
 
 
+#: A mean cross-entropy this large means the true class's logit sits about 1000 below another one:
+#: no sensible training run gets there (a uniform guess over 10 classes costs ln 10 = 2.3), so
+#: training stops and says it diverged.
+DIVERGED_LOSS = 1000.0
+
+
 class Sequential:
     """A stack of layers trained with softmax cross-entropy.
 
@@ -21,7 +27,8 @@ class Sequential:
     layers : list of layers
         Applied in order; the last one produces the logits (N, num_classes).
     learning_rate : float
-        Step size of plain SGD (used when ``optimizer`` is None).
+        Step size at the first epoch: of plain SGD, or handed to ``optimizer`` (the model's schedule
+        drives the optimizer, whose own ``learning_rate`` is then only its default).
     lr_decay : float in (0, 1], default 1.0
         The learning rate of epoch ``e`` (counting from 0) is ``learning_rate * lr_decay**e``.
     optimizer : cnn.optim optimizer or None
@@ -83,18 +90,24 @@ class Sequential:
         y = check_labels("backward: y", y, self.num_classes, n=len(self._last_X))
         logits = self._logits
         loss = cross_entropy_from_logits(logits, y)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss}: training diverged. "
-                                     f"Try a smaller learning rate (now {self.current_learning_rate:g})")
+        if not loss < DIVERGED_LOSS:   # also catches NaN
+            self._diverged(f"the loss reached {loss:.3g}")
         dout = softmax_cross_entropy_gradient(softmax(logits), y)
-        for layer in reversed(self.layers[1:]):
-            dout = layer.gradient(dout)
-        first = self.layers[0]
-        # Nothing upstream of the first layer needs its input gradient: skip computing it where possible.
-        first.gradient(dout, input_grad=False) if isinstance(first, ConvLayer) else first.gradient(dout)
-        self.step()
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected below, with a clear message
+            for layer in reversed(self.layers[1:]):
+                dout = layer.gradient(dout)
+            first = self.layers[0]
+            # Nothing upstream of the first layer needs its input gradient: skip computing it where possible.
+            first.gradient(dout, input_grad=False) if isinstance(first, ConvLayer) else first.gradient(dout)
+            self.step()
+        if not all(np.isfinite(p).all() for layer in self.param_layers for p in layer.params.values()):
+            self._diverged("a parameter became NaN or infinite")
         self._last_X = None   # the caches now belong to parameters that have changed
         return loss
+
+    def _diverged(self, what):
+        raise FloatingPointError(f"training diverged: {what}. Try a smaller learning rate "
+                                 f"(the current one is {self.current_learning_rate:g})")
 
     def step(self):
         """Update every parameter from its gradient: the optimizer if there is one, else plain SGD."""

@@ -1,0 +1,212 @@
+"""Convolution forward passes against their plain-loop definitions (Parts 1, 2 and 9 of the activity)."""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import cnn
+from cnn import ConvLayer, col2im, conv_backward_loops, conv_forward_loops, convolve2d, im2col, output_size
+from conftest import CONV_CASES, case_id, conv_reference, make_conv
+
+IMAGE_1_TO_9 = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+KERNEL_1_TO_4 = np.array([[1.0, 2.0], [3.0, 4.0]])
+
+
+# ---------------------------------------------------------------------------- convolve2d
+
+
+def test_convolve2d_hand_worked_3x3_image_2x2_kernel():
+    """A 3x3 image and a 2x2 kernel, worked by hand: each output is the dot product of kernel and patch."""
+    # [[1*1+2*2+4*3+5*4, 2*1+3*2+5*3+6*4], [4*1+5*2+7*3+8*4, 5*1+6*2+8*3+9*4]]
+    expected = np.array([[37.0, 47.0], [67.0, 77.0]])
+    assert_array_equal(convolve2d(IMAGE_1_TO_9, KERNEL_1_TO_4), expected)
+
+
+def test_convolve2d_hand_worked_padding_and_stride():
+    """padding=1, stride=2 on the 3x3 image: the padded corners, worked by hand."""
+    # padded 5x5; windows at rows/cols 0-1 and 2-3:
+    # [[0,0],[0,1]].k = 4;  [[0,0],[2,3]].k = 6+12 = 18;  [[0,4],[0,7]].k = 8+28 = 36;  [[5,6],[8,9]].k = 77
+    expected = np.array([[4.0, 18.0], [36.0, 77.0]])
+    assert_array_equal(convolve2d(IMAGE_1_TO_9, KERNEL_1_TO_4, stride=2, padding=1), expected)
+
+
+def test_convolve2d_is_cross_correlation_not_flipped():
+    """The kernel is not flipped or transposed: a one-hot kernel picks the pixel at its own offset."""
+    image = np.arange(20.0).reshape(4, 5)
+    kernel = np.zeros((2, 3))
+    kernel[0, 2] = 1.0            # tap at row offset 0, column offset 2
+    assert_array_equal(convolve2d(image, kernel), image[0:3, 2:5])
+
+
+def test_convolve2d_activity_edge_kernel_example():
+    """The activity's example: a 5x5 image and the 3x3 integer edge kernel give a 3x3 map of row differences."""
+    image = np.random.default_rng(0).random((5, 5))
+    edge = np.array([[-1, -1, -1], [0, 0, 0], [1, 1, 1]])
+    result = convolve2d(image, edge)
+    assert result.shape == (3, 3)
+    # each output: the window's bottom row minus its top row
+    expected = np.array([[image[i + 2, j : j + 3].sum() - image[i, j : j + 3].sum() for j in range(3)]
+                         for i in range(3)])
+    assert_allclose(result, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("H, W, KH, KW, stride, padding", [
+    (5, 5, 3, 3, 1, 0), (6, 4, 2, 3, 1, 1), (7, 9, 3, 2, 2, 0), (8, 5, 5, 5, 3, 2), (4, 7, 1, 1, 2, 1),
+    (5, 6, 4, 2, 3, 2),
+])
+def test_convolve2d_matches_direct_formula(rng, H, W, KH, KW, stride, padding):
+    """output[i, j] = sum_ab padded[i*s + a, j*s + b] * kernel[a, b], summed term by term."""
+    image, kernel = rng.standard_normal((H, W)), rng.standard_normal((KH, KW))
+    padded = np.zeros((H + 2 * padding, W + 2 * padding))
+    padded[padding : padding + H, padding : padding + W] = image
+    OH, OW = (H + 2 * padding - KH) // stride + 1, (W + 2 * padding - KW) // stride + 1
+    expected = np.zeros((OH, OW))
+    for i in range(OH):
+        for j in range(OW):
+            for a in range(KH):
+                for b in range(KW):
+                    expected[i, j] += padded[i * stride + a, j * stride + b] * kernel[a, b]
+    assert_allclose(convolve2d(image, kernel, stride, padding), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, expected", [
+    (28, 3, 1, 1, 28), (28, 3, 1, 0, 26), (28, 2, 2, 0, 14), (7, 3, 2, 0, 3), (8, 3, 2, 0, 3),
+    (5, 5, 1, 2, 5), (6, 2, 3, 1, 3), (4, 3, 2, 0, 1),
+])
+def test_output_size_formula(size, kernel, stride, padding, expected):
+    """output_size is (size + 2*padding - kernel) // stride + 1, checked on values counted by hand."""
+    assert output_size(size, kernel, stride, padding) == expected
+
+
+# ---------------------------------------------------------------------------- the layer's forward pass
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_conv_forward_loops_matches_definition(rng, case):
+    """conv_forward_loops equals the seven-loop definition out[n,f,i,j] = b[f] + sum_{c,a,d} x * w."""
+    N, C, H, W, F, K, s, p = case
+    X, Wt, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K)), rng.standard_normal(F)
+    assert_allclose(conv_forward_loops(X, Wt, b, s, p), conv_reference(X, Wt, b, s, p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_vectorized_forward_matches_loops(rng, case):
+    """ConvLayer.forward (im2col) equals conv_forward_loops for every geometry."""
+    N, C, H, W, F, K, s, p = case
+    layer = make_conv(F, C, K, s, p)
+    X = rng.standard_normal((N, C, H, W))
+    out = layer.forward(X)
+    assert out.shape == (N, F, output_size(H, K, s, p), output_size(W, K, s, p))
+    assert_allclose(out, conv_forward_loops(X, layer.weights, layer.biases, s, p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_vectorized_layer_matches_loops_layer(rng, case):
+    """impl='vectorized' and impl='loops' with the same seed give the same output, dX, dW and db."""
+    N, C, H, W, F, K, s, p = case
+    fast, slow = make_conv(F, C, K, s, p, impl="vectorized"), make_conv(F, C, K, s, p, impl="loops")
+    assert_array_equal(fast.weights, slow.weights)
+    X = rng.standard_normal((N, C, H, W))
+    out_fast, out_slow = fast.forward(X), slow.forward(X)
+    assert_allclose(out_fast, out_slow, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out_fast.shape)
+    assert_allclose(fast.gradient(dout), slow.gradient(dout), rtol=1e-11, atol=1e-12)
+    for name in ("weights", "biases"):
+        assert_allclose(fast.grads[name], slow.grads[name], rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_conv_backward_loops_is_the_transpose_of_forward(rng, case):
+    """conv_backward_loops applies the transposed linear maps: <conv(X', W), dout> == <X', dX> and
+    <conv(X, W'), dout> == <W', dW> for random probes X', W' (db = sum of dout)."""
+    N, C, H, W, F, K, s, p = case
+    X, Wt = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K))
+    zeros = np.zeros(F)
+    dout = rng.standard_normal((N, F, output_size(H, K, s, p), output_size(W, K, s, p)))
+    dX, dW, db = conv_backward_loops(X, Wt, dout, s, p)
+    for _ in range(3):
+        X_probe, W_probe = rng.standard_normal(X.shape), rng.standard_normal(Wt.shape)
+        assert np.sum(conv_reference(X_probe, Wt, zeros, s, p) * dout) == pytest.approx(np.sum(X_probe * dX), rel=1e-10)
+        assert np.sum(conv_reference(X, W_probe, zeros, s, p) * dout) == pytest.approx(np.sum(W_probe * dW), rel=1e-10)
+    assert_allclose(db, dout.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_forward_float32_by_default_and_float64_on_request():
+    """Weights are float32 by default (training speed) and float64 with dtype=np.float64; outputs follow."""
+    X32 = np.ones((1, 2, 5, 5), dtype=np.float32)
+    layer = ConvLayer(3, 3, 2, rng=0)
+    assert layer.weights.dtype == np.float32 and layer.biases.dtype == np.float32
+    assert layer.forward(X32).dtype == np.float32
+    layer64 = ConvLayer(3, 3, 2, rng=0, dtype=np.float64)
+    assert layer64.weights.dtype == np.float64
+    assert layer64.forward(X32.astype(np.float64)).dtype == np.float64
+
+
+def test_initial_weights_shapes_he_scale_and_zero_biases():
+    """weights (F, C, K, K) drawn with std sqrt(2 / (C K K)) (He), biases (F,) zero, params are the live arrays."""
+    layer = ConvLayer(num_filters=400, filter_size=3, num_channels=2, rng=1, dtype=np.float64)
+    assert layer.weights.shape == (400, 2, 3, 3) and layer.biases.shape == (400,)
+    assert np.std(layer.weights) == pytest.approx(np.sqrt(2 / 18), rel=0.03)
+    assert_array_equal(layer.biases, 0.0)
+    assert layer.params["weights"] is layer.weights and layer.params["biases"] is layer.biases
+    small = ConvLayer(4, 3, 1, weight_scale=0.01, rng=1, dtype=np.float64)
+    assert np.std(small.weights) < 0.03
+
+
+def test_forward_does_not_modify_its_input(rng):
+    """forward leaves X untouched (padding is done on a copy)."""
+    X = rng.standard_normal((2, 1, 5, 6))
+    before = X.copy()
+    make_conv(2, 1, 3, stride=2, padding=2).forward(X)
+    assert_array_equal(X, before)
+
+
+def test_simplecnn_geometry_keeps_28x28():
+    """8 filters 3x3 with padding 1 keep a 28x28 image 28x28."""
+    layer = ConvLayer(8, 3, 1, padding=1, rng=0)
+    assert layer.forward(np.zeros((2, 1, 28, 28), dtype=np.float32)).shape == (2, 8, 28, 28)
+    assert layer.output_shape((1, 28, 28)) == (8, 28, 28)
+
+
+# ---------------------------------------------------------------------------- im2col and col2im
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_im2col_col2im_are_adjoint(rng, case):
+    """<col2im(A), B> == <A, im2col(B)> for random A, B: col2im is exactly the transpose of im2col."""
+    N, C, H, W, _, K, s, p = case
+    B = rng.standard_normal((N, C, H, W))
+    cols = im2col(B, K, s, p)
+    OH, OW = output_size(H, K, s, p), output_size(W, K, s, p)
+    assert cols.shape == (C * K * K, N * OH * OW)
+    A = rng.standard_normal(cols.shape)
+    assert np.sum(col2im(A, B.shape, K, s, p) * B) == pytest.approx(np.sum(A * cols), rel=1e-11)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_im2col_column_is_the_patch_under_each_output_pixel(rng, case):
+    """Column (n*OH + i)*OW + j of im2col is the padded patch at (i*s, j*s) of image n, in (C, K, K) order."""
+    N, C, H, W, _, K, s, p = case
+    X = rng.standard_normal((N, C, H, W))
+    Xp = np.pad(X, ((0, 0), (0, 0), (p, p), (p, p)))
+    cols = im2col(X, K, s, p)
+    OH, OW = output_size(H, K, s, p), output_size(W, K, s, p)
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                patch = Xp[n, :, i * s : i * s + K, j * s : j * s + K].ravel()
+                assert_array_equal(cols[:, (n * OH + i) * OW + j], patch)
+
+
+def test_col2im_sums_overlapping_patches():
+    """col2im of all-ones columns counts, for each pixel, how many windows cover it (3x3 kernel, stride 1)."""
+    X_shape = (1, 1, 4, 4)
+    counts = col2im(np.ones((9, 4)), X_shape, 3, 1, 0)[0, 0]
+    expected = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]], dtype=float)
+    assert_array_equal(counts, expected)
+
+
+def test_package_exports_the_activity_api():
+    """The activity's public names are importable from cnn."""
+    for name in ("convolve2d", "ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer",
+                 "softmax", "cross_entropy_loss", "SimpleCNN", "evaluate", "load_mnist"):
+        assert callable(getattr(cnn, name)), name
