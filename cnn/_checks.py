@@ -47,19 +47,20 @@ def check_array(name, x, ndim=None, shape_doc="", floating=True, finite=True, al
         Accept arrays with a zero-length axis.
     """
     x = np.asarray(x)
+    kind = x.dtype.kind   # 'b' bool, 'i'/'u' integers, 'f' floating, 'c' complex (cheaper than np.issubdtype)
     expected = f" of shape {shape_doc}" if shape_doc else ""
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+    if kind not in "biufc":
         raise TypeError(f"{name} must be a numeric array{expected}; got dtype {x.dtype}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array{expected}; got {x.ndim}-D array of shape {x.shape}")
-    if floating and not np.issubdtype(x.dtype, np.floating):
+    if floating and kind != "f":
         raise TypeError(
             f"{name} must be a floating-point array{expected}; got dtype {x.dtype}. "
             f"Convert it first, e.g. x.astype('float32') / 255.0 for image bytes"
         )
     if not allow_empty and x.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {x.shape}")
-    if finite and np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all():
+    if finite and kind in "fc" and not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected only finite numbers")
     return x

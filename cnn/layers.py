@@ -149,20 +149,23 @@ class MaxPoolLayer(Layer):
             for k, view in enumerate(views[1:], start=1):
                 np.maximum(winner, np.multiply(view > out, k, dtype=dtype), out=winner)
                 np.maximum(out, view, out=out)
-        self._cache = (X.shape, winner) if training else None
+        self._cache = (X, winner) if training else None
         return out
 
     def backward(self, dout):
         """Route dout (N, C, OH, OW) to each window's maximum; return dX (N, C, H, W)."""
         require_forward("MaxPoolLayer", self._cache)
-        shape, winner = self._cache
+        X, winner = self._cache
         dout = check_dout("MaxPoolLayer", dout, winner.shape)
         _, _, OH, OW = winner.shape
-        dX = np.zeros(shape, dtype=dout.dtype)
-        # One strided addition per window position; where windows overlap (stride < pool_size) a pixel
-        # is reached by several positions and its gradients add up.
+        # zeros_like keeps X's memory layout, so the layers below receive gradients laid out like
+        # their own outputs (pixels that no window covers keep a zero gradient).
+        dX = np.zeros_like(X, dtype=np.result_type(dout, X))
         for k, dview in enumerate(self._windows(dX, OH, OW)):
-            dview += dout * (winner == k)
+            if self.stride >= self.pool_size:
+                np.multiply(dout, winner == k, out=dview)   # windows do not overlap: each pixel written once
+            else:
+                dview += dout * (winner == k)               # overlapping windows: gradients add up
         return dX
 
 
