@@ -2,10 +2,12 @@
 
 Explained in the chapters *Assembling SimpleCNN* and *Training and evaluation*.
 """
+import contextlib
 import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ._checks import check_array, check_int, check_labels, check_positive_float
 from .conv import ConvLayer
@@ -37,10 +39,15 @@ class Sequential:
         Seeds the shuffling of the training data (layers take their own seeds for their weights).
     input_shape : tuple (C, H, W)
         Shape of one input, used by :meth:`summary`.
+    blas_threads : int or None, default 1
+        Threads that the BLAS library may use while this model trains or predicts. The matrix products
+        of a small network are too small to gain from a second thread, and when other programs keep the
+        cores busy, BLAS threads waiting for each other slow a training step several-fold; None leaves
+        BLAS as it is configured.
     """
 
     def __init__(self, layers, learning_rate=0.01, lr_decay=1.0, optimizer=None, seed=0,
-                 input_shape=(1, 28, 28), num_classes=10):
+                 input_shape=(1, 28, 28), num_classes=10, blas_threads=1):
         if not layers:
             raise ValueError("Sequential: layers must be a non-empty list of layers")
         self.layers = list(layers)
@@ -53,6 +60,7 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         self.input_shape = tuple(input_shape)
         self.num_classes = check_int("num_classes", num_classes, 2)
+        self.blas_threads = None if blas_threads is None else check_int("blas_threads", blas_threads, 1)
         self.current_learning_rate = self.learning_rate
         self._last_X = None
         self._logits = None
@@ -124,12 +132,19 @@ class Sequential:
 
     # ---------------------------------------------------------------- prediction
 
+    def _blas_limits(self):
+        """A context in which BLAS uses at most ``blas_threads`` threads (or is left alone)."""
+        if self.blas_threads is None:
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=self.blas_threads, user_api="blas")
+
     def predict_proba(self, X, batch_size=500):
         """Class probabilities (N, num_classes) in evaluation mode, computed in batches to bound memory."""
         X = check_array("predict_proba: X", X, ndim=4, shape_doc="(N, C, H, W)")
         batch_size = check_int("batch_size", batch_size, 1)
-        return np.concatenate([self.forward(X[i : i + batch_size], training=False)
-                               for i in range(0, len(X), batch_size)])
+        with self._blas_limits():
+            return np.concatenate([self.forward(X[i : i + batch_size], training=False)
+                                   for i in range(0, len(X), batch_size)])
 
     def predict(self, X, batch_size=500):
         """Predicted class labels of shape (N,) for X of shape (N, C, H, W)."""
@@ -165,9 +180,15 @@ class Sequential:
             X_val, y_val = validation_data
             X_val = check_array("train: X_val", X_val, ndim=4, shape_doc="(N, C, H, W)")
             y_val = check_labels("train: y_val", y_val, self.num_classes, n=len(X_val))
+            validation_data = (X_val, y_val)
         history = {"loss": [], "accuracy": [], "seconds": [], "learning_rate": []}
         if validation_data is not None:
             history.update(val_loss=[], val_accuracy=[])
+        with self._blas_limits():
+            return self._train(X_train, y_train, epochs, batch_size, validation_data, verbose, shuffle, history)
+
+    def _train(self, X_train, y_train, epochs, batch_size, validation_data, verbose, shuffle, history):
+        X_val, y_val = validation_data if validation_data is not None else (None, None)
         N = len(X_train)
         num_batches = -(-N // batch_size)
         live = verbose >= 1 and sys.stdout.isatty()
