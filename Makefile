@@ -42,4 +42,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf book/_build _build book/_mathjax
+	rm -rf _build book/_mathjax

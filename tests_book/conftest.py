@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-HTML = ROOT / "book" / "_build" / "html"
+HTML = ROOT / "_build" / "html"   # jupyter-book builds next to _config.yml
 
 
 def toc_pages():

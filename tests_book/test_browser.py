@@ -1,6 +1,6 @@
 """Every built page opened in headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium): the page loads, every image loads, every equation is typeset by MathJax, and no error output
-is shown. A full-page screenshot of each is saved under book/_build/screenshots/."""
+is shown. A full-page screenshot of each is saved under _build/screenshots/."""
 import functools
 import http.server
 import threading
@@ -11,7 +11,7 @@ from selenium.webdriver.chrome.service import Service
 
 from conftest import HTML, ROOT, toc_pages
 
-SCREENSHOTS = ROOT / "book" / "_build" / "screenshots"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
