@@ -105,12 +105,15 @@ def plot_history(histories, metrics=("loss", "val_accuracy"), title=None):
     names = {"loss": "training loss", "accuracy": "training accuracy", "val_loss": "test loss",
              "val_accuracy": "test accuracy", "seconds": "seconds per epoch"}
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         for name, history in histories.items():
             values = history[metric]
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
         ax.set_ylabel(names.get(metric, metric))
         ax.set_title(names.get(metric, metric))
         ax.grid(alpha=0.3)
