@@ -12,6 +12,10 @@ from .layers import Dropout, Flatten, FullyConnectedLayer, Layer, MaxPoolLayer, 
 from .losses import cross_entropy_from_logits, cross_entropy_loss, log_softmax, softmax, softmax_cross_entropy_gradient
 from .model import Sequential, SimpleCNN, evaluate
 from .optim import SGD, Adam, Momentum
+from .batchnorm import BatchNorm
+from .augment import augment_batch, random_affine, train_with_augmentation
+from .io import ModelFileError, load_model, save_model
+from .networks import deep_cnn, two_conv_net
 
 __version__ = "0.1.0"
 
@@ -23,4 +27,6 @@ __all__ = [
     "log_softmax", "cross_entropy_from_logits", "softmax_cross_entropy_gradient",
     "numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer", "check_model",
     "load_mnist_prepared", "prepare_images", "DataIntegrityError",
+    "BatchNorm", "augment_batch", "random_affine", "train_with_augmentation",
+    "save_model", "load_model", "ModelFileError", "two_conv_net", "deep_cnn",
 ]

@@ -1,0 +1,159 @@
+"""Ready-made networks beyond SimpleCNN (bonus challenge 1): ``two_conv_net`` and ``deep_cnn``.
+
+Both return a :class:`cnn.model.Sequential`, so they train, predict, evaluate and save like SimpleCNN.
+
+``two_conv_net`` is the activity's bonus architecture::
+
+    Conv 3x3 -> ReLU -> Conv 3x3 -> ReLU -> MaxPool 2x2 -> Flatten -> FC -> softmax
+
+``deep_cnn`` is two stages of [Conv 3x3 -> BatchNorm -> ReLU] x 2 -> MaxPool 2x2, then a hidden dense layer
+with dropout; for (N, 1, 28, 28) MNIST images::
+
+    (1, 28, 28) -> stage 1 -> (F1, 14, 14) -> stage 2 -> (F2, 7, 7) -> FC(F2*49 -> 128) -> ReLU -> Dropout
+                -> FC(128 -> 10)
+
+Trained with the settings in :data:`DEEP_CNN_TRAINING` it reaches about 99.4% test accuracy on MNIST.
+"""
+import numpy as np
+
+from ._checks import check_int
+from .batchnorm import BatchNorm
+from .conv import ConvLayer
+from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
+from .model import Sequential
+from .optim import SGD, Adam, Momentum
+
+#: Recommended training settings for :func:`deep_cnn` (also its defaults for the learning rate, the
+#: decay and the optimizer): ``model.train(X, y, epochs=..., batch_size=...)``.
+DEEP_CNN_TRAINING = {
+    "epochs": 6,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "learning_rate": 0.002,
+    "lr_decay": 0.6,
+}
+
+_OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def make_optimizer(optimizer, learning_rate):
+    """An optimizer from its name ("sgd", "momentum", "adam"); an optimizer object or None is returned as is.
+
+    ``Sequential`` passes each epoch's learning rate to the optimizer, so the optimizer's own
+    ``learning_rate`` is only its default.
+    """
+    if optimizer is None or not isinstance(optimizer, str):
+        return optimizer
+    if optimizer.lower() not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or an optimizer object; got {optimizer!r}")
+    return _OPTIMIZERS[optimizer.lower()](learning_rate)
+
+
+def _check_input_shape(input_shape, pools):
+    """Check (C, H, W) and that H and W survive ``pools`` halvings; return it as a tuple of ints."""
+    if len(tuple(input_shape)) != 3:
+        raise ValueError(f"input_shape must be (C, H, W); got {input_shape!r}")
+    C, H, W = (check_int("input_shape", v, 1) for v in input_shape)
+    if H < 2 ** pools or W < 2 ** pools:
+        raise ValueError(f"input_shape {tuple(input_shape)}: H and W must be at least {2 ** pools} "
+                         f"for {pools} 2x2 max-pooling layer(s)")
+    return C, H, W
+
+
+def two_conv_net(seed=0, filters=(8, 16), learning_rate=0.1, lr_decay=0.8, optimizer=None,
+                 input_shape=(1, 28, 28), num_classes=10, dtype=np.float32):
+    """Conv -> ReLU -> Conv -> ReLU -> MaxPool -> Flatten -> FC, the activity's first bonus challenge.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the initial weights and the shuffling.
+    filters : (int, int)
+        Number of filters of the two 3x3 convolutions (both with padding 1, so H and W are kept).
+    learning_rate, lr_decay : float
+        As in :class:`cnn.model.Sequential`.
+    optimizer : None, "sgd", "momentum", "adam" or an optimizer object
+        None trains with plain SGD.
+    input_shape : (C, H, W)
+    num_classes : int
+    dtype : numpy dtype
+        float32 to train, float64 for gradient checks.
+
+    Returns
+    -------
+    model : Sequential
+        Maps (N, C, H, W) images to (N, num_classes) class probabilities.
+    """
+    C, H, W = _check_input_shape(input_shape, pools=1)
+    F1, F2 = (check_int("two_conv_net: filters", f, 1) for f in filters)
+    rng = np.random.default_rng(seed)
+    layers = [
+        ConvLayer(F1, 3, C, padding=1, rng=rng, dtype=dtype), ReLU(),
+        ConvLayer(F2, 3, F1, padding=1, rng=rng, dtype=dtype), ReLU(),
+        MaxPoolLayer(2, 2),
+        Flatten(),
+        FullyConnectedLayer(F2 * (H // 2) * (W // 2), num_classes, rng=rng, dtype=dtype),
+    ]
+    return Sequential(layers, learning_rate=learning_rate, lr_decay=lr_decay,
+                      optimizer=make_optimizer(optimizer, learning_rate), seed=seed,
+                      input_shape=(C, H, W), num_classes=num_classes)
+
+
+def _stage(in_channels, out_channels, convs, rng, dtype):
+    """``convs`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU], then MaxPool 2x2: (C, H, W) -> (F, H/2, W/2)."""
+    layers = []
+    for i in range(convs):
+        layers += [ConvLayer(out_channels, 3, in_channels if i == 0 else out_channels, padding=1, rng=rng,
+                             dtype=dtype),
+                   BatchNorm(out_channels, dtype=dtype),
+                   ReLU()]
+    return layers + [MaxPoolLayer(2, 2)]
+
+
+def deep_cnn(seed=0, filters=(32, 64), convs_per_stage=2, hidden=128, dropout=0.5,
+             learning_rate=DEEP_CNN_TRAINING["learning_rate"], lr_decay=DEEP_CNN_TRAINING["lr_decay"],
+             optimizer=DEEP_CNN_TRAINING["optimizer"], input_shape=(1, 28, 28), num_classes=10,
+             dtype=np.float32):
+    """A two-stage convolutional network with batch normalisation and dropout, for >= 99.3% on MNIST.
+
+    Layers: for each of the two stages, ``convs_per_stage`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU]
+    and a 2x2 max pooling; then Flatten -> FC(-> hidden) -> ReLU -> Dropout -> FC(-> num_classes).
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the initial weights, the dropout masks and the shuffling.
+    filters : (int, int)
+        Filters of the convolutions in stage 1 and stage 2.
+    convs_per_stage : int
+    hidden : int
+        Width of the hidden dense layer.
+    dropout : float in [0, 1)
+        Dropout rate before the last layer.
+    learning_rate, lr_decay, optimizer
+        Defaults from :data:`DEEP_CNN_TRAINING`; ``optimizer`` is "sgd", "momentum", "adam", an
+        optimizer object, or None for plain SGD.
+    input_shape : (C, H, W)
+        H and W must be at least 4 (two 2x2 poolings); 28x28 for MNIST.
+    num_classes : int
+    dtype : numpy dtype
+
+    Returns
+    -------
+    model : Sequential
+        Maps (N, C, H, W) images to (N, num_classes) class probabilities.
+    """
+    C, H, W = _check_input_shape(input_shape, pools=2)
+    F1, F2 = (check_int("deep_cnn: filters", f, 1) for f in filters)
+    convs = check_int("deep_cnn: convs_per_stage", convs_per_stage, 1)
+    hidden = check_int("deep_cnn: hidden", hidden, 1)
+    rng = np.random.default_rng(seed)
+    layers = (_stage(C, F1, convs, rng, dtype) + _stage(F1, F2, convs, rng, dtype) + [
+        Flatten(),
+        FullyConnectedLayer(F2 * (H // 4) * (W // 4), hidden, rng=rng, dtype=dtype), ReLU(),
+        Dropout(dropout, rng=rng),
+        FullyConnectedLayer(hidden, num_classes, rng=rng, dtype=dtype),
+    ])
+    return Sequential(layers, learning_rate=learning_rate, lr_decay=lr_decay,
+                      optimizer=make_optimizer(optimizer, learning_rate), seed=seed,
+                      input_shape=(C, H, W), num_classes=num_classes)
