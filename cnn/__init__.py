@@ -13,9 +13,9 @@ from .losses import cross_entropy_from_logits, cross_entropy_loss, log_softmax, 
 from .model import Sequential, SimpleCNN, evaluate
 from .optim import SGD, Adam, Momentum
 from .batchnorm import BatchNorm
-from .augment import augment_batch, random_affine, train_with_augmentation
+from .augment import affine_transform, augment_batch, elastic_distortion, random_affine, train_with_augmentation
 from .io import ModelFileError, load_model, save_model
-from .networks import deep_cnn, two_conv_net
+from .networks import DEEP_CNN_TRAINING, deep_cnn, two_conv_net
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "log_softmax", "cross_entropy_from_logits", "softmax_cross_entropy_gradient",
     "numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer", "check_model",
     "load_mnist_prepared", "prepare_images", "DataIntegrityError",
-    "BatchNorm", "augment_batch", "random_affine", "train_with_augmentation",
+    "BatchNorm", "augment_batch", "random_affine", "affine_transform", "elastic_distortion",
+    "train_with_augmentation", "DEEP_CNN_TRAINING",
     "save_model", "load_model", "ModelFileError", "two_conv_net", "deep_cnn",
 ]

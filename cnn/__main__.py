@@ -67,6 +67,8 @@ def build_parser():
     train.add_argument("--out", type=Path, metavar="FILE", help="file to save the trained model to (default: <model>.npz, e.g. deep.npz)")
     train.add_argument("--augment", action="store_true",
                        help="rotate (up to 10 degrees) and shift (up to 2 pixels) every training batch")
+    train.add_argument("--validate", action="store_true",
+                       help="also print the test accuracy after every epoch (costs a pass over the test images)")
     train.add_argument("--limit", type=_positive(int), metavar="N",
                        help="use only the first N training and N test images (for quick trials)")
 
@@ -92,11 +94,14 @@ def _train(args):
     print(f"training {args.model} ({model.num_params():,} parameters) on {len(X_train):,} images: "
           f"{epochs} epochs, batch size {batch_size}, learning rate {model.learning_rate:g}"
           f"{', with augmentation' if args.augment else ''}", flush=True)
+    validation = (X_test, y_test) if args.validate else None
     try:
         if args.augment:
-            history = train_with_augmentation(model, X_train, y_train, epochs, batch_size, verbose=1)
+            history = train_with_augmentation(model, X_train, y_train, epochs, batch_size,
+                                              validation_data=validation, verbose=1)
         else:
-            history = model.train(X_train, y_train, epochs=epochs, batch_size=batch_size, verbose=1)
+            history = model.train(X_train, y_train, epochs=epochs, batch_size=batch_size,
+                                  validation_data=validation, verbose=1)
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

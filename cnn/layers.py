@@ -6,7 +6,6 @@ gradient checker and the optimizers use; ``gradient(dout)`` computes gradients w
 ``update(learning_rate)`` takes one plain SGD step.
 """
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
 

@@ -152,7 +152,8 @@ class Sequential:
 
     # ---------------------------------------------------------------- training
 
-    def train(self, X_train, y_train, epochs=10, batch_size=32, validation_data=None, verbose=1, shuffle=True):
+    def train(self, X_train, y_train, epochs=10, batch_size=32, validation_data=None, verbose=1, shuffle=True,
+              augment=None):
         """Train with mini-batches, shuffling every epoch (Part 10).
 
         Parameters
@@ -165,6 +166,9 @@ class Sequential:
         verbose : int
             0 silent; 1 one line per epoch (plus a live progress line in a terminal); 2 progress lines
             every 10% of an epoch even where the output is not a terminal.
+        augment : callable or None
+            ``augment(X_batch, rng) -> X_batch``, applied to every training batch before its forward pass
+            with the model's generator (e.g. :func:`cnn.augment.augment_batch`); the data are not changed.
 
         Returns
         -------
@@ -176,6 +180,8 @@ class Sequential:
         y_train = check_labels("train: y_train", y_train, self.num_classes, n=len(X_train))
         epochs = check_int("epochs", epochs, 1)
         batch_size = check_int("batch_size", batch_size, 1)
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a function (X, rng) -> X, e.g. augment_batch, or None; got {augment!r}")
         if validation_data is not None:
             X_val, y_val = validation_data
             X_val = check_array("train: X_val", X_val, ndim=4, shape_doc="(N, C, H, W)")
@@ -185,9 +191,10 @@ class Sequential:
         if validation_data is not None:
             history.update(val_loss=[], val_accuracy=[])
         with self._blas_limits():
-            return self._train(X_train, y_train, epochs, batch_size, validation_data, verbose, shuffle, history)
+            return self._train(X_train, y_train, epochs, batch_size, validation_data, verbose, shuffle, history,
+                               augment)
 
-    def _train(self, X_train, y_train, epochs, batch_size, validation_data, verbose, shuffle, history):
+    def _train(self, X_train, y_train, epochs, batch_size, validation_data, verbose, shuffle, history, augment):
         X_val, y_val = validation_data if validation_data is not None else (None, None)
         N = len(X_train)
         num_batches = -(-N // batch_size)
@@ -201,6 +208,8 @@ class Sequential:
             for b in range(num_batches):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 Xb, yb = X_train[idx], y_train[idx]
+                if augment is not None:
+                    Xb = augment(Xb, self.rng)
                 probs = self.forward(Xb)
                 correct += int((probs.argmax(axis=1) == yb).sum())
                 total_loss += self.backward(Xb, yb) * len(idx)

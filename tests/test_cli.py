@@ -25,7 +25,7 @@ def quick_data(monkeypatch, mnist_head):
     monkeypatch.setattr(cnn.__main__, "load_mnist_prepared", lambda: mnist_head)
 
 
-@pytest.mark.parametrize("model, extra", [("simple", []), ("two_conv", ["--augment"]), ("deep", [])])
+@pytest.mark.parametrize("model, extra", [("simple", []), ("two_conv", ["--augment"]), ("deep", ["--validate"])])
 def test_train_then_evaluate(tmp_path, capsys, model, extra):
     out = tmp_path / f"{model}.npz"
     code = main(["train", "--model", model, "--epochs", "1", "--batch-size", "16", "--learning-rate", "0.01",
@@ -33,7 +33,8 @@ def test_train_then_evaluate(tmp_path, capsys, model, extra):
     printed = capsys.readouterr().out
     assert code == 0
     assert "epoch 1/1" in printed and "test accuracy" in printed and str(out) in printed
-    assert "with augmentation" in printed if extra else "with augmentation" not in printed
+    assert ("with augmentation" in printed) == ("--augment" in extra)
+    assert ("val_accuracy" in printed) == ("--validate" in extra)
     loaded = load_model(out)
     assert loaded.learning_rate == 0.01 and loaded.seed == 3
 
@@ -87,7 +88,7 @@ def test_usage_errors_and_help(tmp_path, capsys):
     assert main(["train", "--help"]) == 0
     printed = capsys.readouterr().out
     for option in ("--model", "--epochs", "--batch-size", "--learning-rate", "--seed", "--out", "--augment",
-                   "--limit"):
+                   "--validate", "--limit"):
         assert option in printed
     assert main(["evaluate", "--help"]) == 0
 

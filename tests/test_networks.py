@@ -28,7 +28,7 @@ def test_deep_cnn_architecture():
     model = deep_cnn()
     shapes = [shape for _, shape, _ in model.summary()]
     assert shapes[-1] == (10,)
-    F1, F2 = 32, 64
+    F1, F2 = 16, 32
     assert (F1, 14, 14) in shapes and (F2, 7, 7) in shapes
     convs = [layer for layer in model.layers if isinstance(layer, ConvLayer)]
     norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
