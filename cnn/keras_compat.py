@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from .batchnorm import BatchNorm
 from .conv import ConvLayer
 from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
 
@@ -25,37 +26,53 @@ def import_keras():
     return keras
 
 
-def to_keras(model):
+def to_keras(model, data_format="channels_first"):
     """Build a Keras ``Sequential`` equivalent to our ``model`` and copy its current weights in.
 
-    Supports ConvLayer, ReLU, MaxPoolLayer, Flatten, FullyConnectedLayer and Dropout. The Keras model
-    outputs logits (no softmax), like our last layer.
+    Supports ConvLayer, ReLU, MaxPoolLayer, Flatten, FullyConnectedLayer, Dropout and BatchNorm. The
+    Keras model outputs logits (no softmax), like our last layer.
+
+    Parameters
+    ----------
+    data_format : {"channels_first", "channels_last"}
+        ``"channels_first"`` takes our (N, C, H, W) images as they are. ``"channels_last"`` builds the
+        layout Keras uses by default (and runs fastest on a CPU): it takes (N, H, W, C) images, and the
+        rows of the first dense layer are reordered to match its (H, W, C) flattening.
     """
+    if data_format not in ("channels_first", "channels_last"):
+        raise ValueError(f"to_keras: data_format must be 'channels_first' or 'channels_last'; got {data_format!r}")
     keras = import_keras()
-    layers = [keras.Input(shape=model.input_shape)]
+    C, H, W = model.input_shape
+    shape = (C, H, W) if data_format == "channels_first" else (H, W, C)
+    layers = [keras.Input(shape=shape)]
+    channel_axis = 1 if data_format == "channels_first" else -1
     for layer in model.layers:
         if isinstance(layer, ConvLayer):
             p = layer.padding
             if p:
-                layers.append(keras.layers.ZeroPadding2D(p, data_format="channels_first"))
+                layers.append(keras.layers.ZeroPadding2D(p, data_format=data_format))
             layers.append(keras.layers.Conv2D(layer.num_filters, layer.filter_size, strides=layer.stride,
-                                              data_format="channels_first"))
+                                              data_format=data_format))
         elif isinstance(layer, ReLU):
             layers.append(keras.layers.ReLU())
         elif isinstance(layer, MaxPoolLayer):
-            layers.append(keras.layers.MaxPooling2D(layer.pool_size, layer.stride, data_format="channels_first"))
+            layers.append(keras.layers.MaxPooling2D(layer.pool_size, layer.stride, data_format=data_format))
         elif isinstance(layer, Flatten):
-            # Keras flattens (N, C, H, W) in memory order, (C, H, W), as ours does, only with its default
-            # data_format: with "channels_first" it would first move the channels last.
+            # Keras flattens in memory order with its default data_format ("channels_first" here would
+            # first move the channels last).
             layers.append(keras.layers.Flatten())
         elif isinstance(layer, FullyConnectedLayer):
             layers.append(keras.layers.Dense(layer.output_size))
         elif isinstance(layer, Dropout):
             layers.append(keras.layers.Dropout(layer.rate))
+        elif isinstance(layer, BatchNorm):
+            # Keras' momentum is the weight of the old running value, as ours is.
+            layers.append(keras.layers.BatchNormalization(axis=channel_axis, momentum=layer.momentum,
+                                                          epsilon=layer.eps))
         else:
             raise TypeError(f"to_keras: no Keras equivalent for {layer!r}")
     kmodel = keras.Sequential(layers)
-    copy_weights_to_keras(model, kmodel)
+    copy_weights_to_keras(model, kmodel, data_format)
     return kmodel
 
 
@@ -63,12 +80,29 @@ def _keras_param_layers(kmodel):
     return [layer for layer in kmodel.layers if layer.weights]
 
 
-def copy_weights_to_keras(model, kmodel):
+def copy_weights_to_keras(model, kmodel, data_format="channels_first"):
     """Copy our parameters into the Keras model built by :func:`to_keras`."""
-    for ours, theirs in zip(model.param_layers, _keras_param_layers(kmodel), strict=True):
+    shape = model.input_shape
+    flattened_from = None   # (C, H, W) of the last Flatten's input, for channels_last
+    ours_layers = []
+    for layer in model.layers:
+        if isinstance(layer, Flatten):
+            flattened_from = shape
+        if layer.params:
+            ours_layers.append((layer, flattened_from))
+            if isinstance(layer, FullyConnectedLayer):
+                flattened_from = None
+        shape = layer.output_shape(shape)
+    for (ours, flat), theirs in zip(ours_layers, _keras_param_layers(kmodel), strict=True):
+        if isinstance(ours, BatchNorm):
+            theirs.set_weights([ours.gamma, ours.beta, ours.running_mean, ours.running_var])
+            continue
         w = ours.params["weights"]
         if w.ndim == 4:
             w = w.transpose(2, 3, 1, 0)   # (F, C, K, K) -> (K, K, C, F)
+        elif flat is not None and data_format == "channels_last":
+            C, H, W = flat               # rows ordered (C, H, W) -> (H, W, C)
+            w = w.reshape(C, H, W, -1).transpose(1, 2, 0, 3).reshape(C * H * W, -1)
         theirs.set_weights([w, ours.params["biases"]])
 
 
