@@ -1,6 +1,5 @@
 """save_model / load_model: round trips, reproducibility, and clear errors for files that are not models."""
 import json
-import zipfile
 
 import numpy as np
 import pytest
