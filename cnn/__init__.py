@@ -9,7 +9,8 @@ from .conv import ConvLayer, col2im, conv_backward_loops, conv_forward_loops, co
 from .data import DataIntegrityError, load_mnist, load_mnist_prepared, prepare_images
 from .gradcheck import check_layer, check_model, numerical_gradient, numerical_gradient_array, rel_error
 from .layers import Dropout, Flatten, FullyConnectedLayer, Layer, MaxPoolLayer, ReLU
-from .losses import cross_entropy_from_logits, cross_entropy_loss, log_softmax, softmax, softmax_cross_entropy_gradient
+from .losses import (cross_entropy_from_logits, cross_entropy_loss, log_softmax, softmax, softmax_cross_entropy,
+                     softmax_cross_entropy_gradient)
 from .model import Sequential, SimpleCNN, evaluate
 from .optim import SGD, Adam, Momentum
 from .batchnorm import BatchNorm
@@ -24,7 +25,7 @@ __all__ = [
     "cross_entropy_loss", "SimpleCNN", "evaluate", "load_mnist",
     "Dropout", "Layer", "Sequential", "SGD", "Momentum", "Adam",
     "im2col", "col2im", "conv_forward_loops", "conv_backward_loops", "output_size",
-    "log_softmax", "cross_entropy_from_logits", "softmax_cross_entropy_gradient",
+    "log_softmax", "cross_entropy_from_logits", "softmax_cross_entropy", "softmax_cross_entropy_gradient",
     "numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer", "check_model",
     "load_mnist_prepared", "prepare_images", "DataIntegrityError",
     "BatchNorm", "augment_batch", "random_affine", "affine_transform", "elastic_distortion",

@@ -97,3 +97,36 @@ def softmax_cross_entropy_gradient(probs, labels):
     dlogits = probs.copy()
     dlogits[np.arange(N), labels] -= 1
     return dlogits / probs.dtype.type(N)
+
+
+def softmax_cross_entropy(logits, labels):
+    """The mean cross-entropy of ``logits`` and its gradient with respect to them, computed together.
+
+    What a training step needs: the same loss as :func:`cross_entropy_from_logits` and the same gradient
+    as ``softmax_cross_entropy_gradient(softmax(logits), labels)``, from one shifted exponential.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N, num_classes)
+    labels : ndarray of shape (N,)
+
+    Returns
+    -------
+    loss : float
+        ``-mean(log_softmax(logits)[n, labels[n]])``, exact even where a probability underflows.
+    dlogits : ndarray of shape (N, num_classes)
+        ``(softmax(logits) - one_hot(labels)) / N``.
+    """
+    logits = check_array("softmax_cross_entropy: logits", logits, ndim=2, shape_doc="(N, num_classes)")
+    N, num_classes = logits.shape
+    labels = check_labels("softmax_cross_entropy: labels", labels, num_classes, n=N)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sums = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(N)
+    # -log p[n, y] = log(sum_k exp(shifted[n, k])) - shifted[n, y]
+    loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, labels]))
+    dlogits = exp / sums
+    dlogits[rows, labels] -= 1
+    dlogits /= logits.dtype.type(N)
+    return loss, dlogits

@@ -243,3 +243,53 @@ def test_predict_switches_dropout_off(rng):
     X = rng.random((5, 1, 4, 4)).astype(np.float32)
     assert_array_equal(model.predict_proba(X), model.predict_proba(X))
     assert not np.array_equal(model.forward(X), model.forward(X))
+
+
+# ---------------------------------------------------------------------------- ReLU and max pool commute
+
+
+def _probs_and_grads(model, X, y, order):
+    """Probabilities and every layer's gradients, running the layers in ``order`` and back."""
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.rng = np.random.default_rng(0)   # the same dropout masks in both runs
+    probs = model._forward(X, True, order)
+    _, dout = cnn.softmax_cross_entropy(model._logits, y)
+    for layer in reversed(order):
+        dout = layer.gradient(dout)
+    return probs, [g.copy() for layer in model.param_layers for g in layer.grads.values()]
+
+
+@pytest.mark.parametrize("make", [lambda: SimpleCNN(seed=3),
+                                  lambda: cnn.networks.deep_cnn(seed=3),
+                                  lambda: Sequential([ConvLayer(2, 3, 1, rng=1), ReLU(), MaxPoolLayer(3, 1),
+                                                      Flatten(), FullyConnectedLayer(2 * 4 * 4, 10, rng=1)],
+                                                     input_shape=(1, 8, 8))])
+def test_training_order_gives_exactly_the_listed_orders_outputs_and_gradients(rng, make):
+    """Training runs each ReLU after the max pool that follows it (they commute): the probabilities and
+    all gradients are bit-for-bit those of the listed order, also with ties at zero (blank image regions)
+    and with overlapping windows."""
+    model = make()
+    C, H, W = model.input_shape
+    X = rng.standard_normal((5, C, H, W)).astype(np.float32)
+    X[:, :, : H // 2] = 0.0                                    # blank rows: windows of equal values
+    y = rng.integers(0, 10, 5)
+    fast = model._fast_order()
+    swapped = [i for i, layer in enumerate(model.layers) if isinstance(layer, ReLU)
+               and i + 1 < len(model.layers) and isinstance(model.layers[i + 1], MaxPoolLayer)]
+    assert swapped and all(fast[i] is model.layers[i + 1] and fast[i + 1] is model.layers[i] for i in swapped)
+    listed_probs, listed_grads = _probs_and_grads(model, X, y, model.layers)
+    fast_probs, fast_grads = _probs_and_grads(model, X, y, fast)
+    assert_array_equal(fast_probs, listed_probs)
+    for fast_grad, listed_grad in zip(fast_grads, listed_grads):
+        assert_array_equal(fast_grad, listed_grad)
+
+
+def test_forward_runs_the_listed_order_so_a_hand_written_backward_works(rng):
+    """After model.forward, walking reversed(model.layers) by hand (as the activity does) works."""
+    model = SimpleCNN(seed=0)
+    X, y = rng.random((3, 1, 28, 28)).astype(np.float32), np.array([1, 2, 3])
+    dout = cnn.softmax_cross_entropy_gradient(model.forward(X), y)
+    for layer in reversed(model.layers):
+        dout = layer.gradient(dout)
+    assert dout.shape == X.shape
