@@ -211,18 +211,20 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
     return np.ascontiguousarray(dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3))
 
 
-#: Columns per block in :func:`matmul_in_blocks` (see its docstring).
+#: Columns per block in :func:`matmul_in_blocks`, and the largest small matrix for which it uses blocks.
 MATMUL_BLOCK = 4096
+MATMUL_BLOCK_MAX_SMALL = 512
 
 
 def matmul_in_blocks(A, B, transpose_b=False):
-    """``A @ B`` (or ``A @ B.T``) computed over blocks of at most ``MATMUL_BLOCK`` columns of B.
+    """``A @ B`` (or ``A @ B.T``), computed over blocks of ``MATMUL_BLOCK`` columns of B when it pays.
 
-    The products of a convolution layer are long and thin: ``(F, C*K*K) @ (C*K*K, N*OH*OW)`` with a few
-    rows and tens of thousands of columns. The BLAS library chooses its method by the size of a product,
-    and on the machines we measured it was two to four times faster on pieces of a few thousand
-    columns, which also stay in the processor's cache, than on the whole product (the performance
-    chapter measures it). The result is the same up to the rounding of float sums.
+    The products of a convolution layer are long and thin: ``(F, C*K*K) @ (C*K*K, N*OH*OW)`` has a few
+    rows and tens of thousands of columns. When the small matrix (``F x C*K*K``, here ``A.shape[0] x
+    B.shape[0]``) is tiny, as in a first layer with one input channel, the BLAS library we measured ran
+    the product two to four times faster in pieces of a few thousand columns than in one call; for
+    larger small matrices one call was as fast or faster (the performance chapter measures both). The
+    result is the same up to the rounding of float sums.
 
     Parameters
     ----------
@@ -234,6 +236,8 @@ def matmul_in_blocks(A, B, transpose_b=False):
     ndarray of shape (M, K) if ``transpose_b`` (``A @ B.T``, summed over the blocks) else (M, P)
     """
     P = B.shape[1]
+    if A.shape[0] * B.shape[0] > MATMUL_BLOCK_MAX_SMALL or P <= MATMUL_BLOCK:
+        return A @ B.T if transpose_b else A @ B
     if transpose_b:
         out = np.zeros((A.shape[0], B.shape[0]), dtype=np.result_type(A, B))
         for start in range(0, P, MATMUL_BLOCK):
