@@ -210,3 +210,28 @@ def test_package_exports_the_activity_api():
     for name in ("convolve2d", "ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer",
                  "softmax", "cross_entropy_loss", "SimpleCNN", "evaluate", "load_mnist"):
         assert callable(getattr(cnn, name)), name
+
+
+@pytest.mark.parametrize("M, K, P", [(8, 10, 25088), (3, 4, 4097), (2, 5, 12289), (40, 30, 9000), (1, 1, 5)])
+def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P):
+    """In blocks or in one call, A @ B and A @ B.T equal NumPy's product (float64, so to rounding only)."""
+    A, B, D = rng.standard_normal((M, K)), rng.standard_normal((K, P)), rng.standard_normal((M, P))
+    uses_blocks = M * K <= cnn.conv.MATMUL_BLOCK_MAX_SMALL and P > cnn.conv.MATMUL_BLOCK
+    assert uses_blocks == (M * K <= 512 and P > 4096)
+    assert_allclose(cnn.conv.matmul_in_blocks(A, B), A @ B, rtol=1e-12, atol=1e-12)
+    assert_allclose(cnn.conv.matmul_in_blocks(D, B, transpose_b=True), D @ B.T, rtol=1e-12, atol=1e-10)
+
+
+def test_reused_buffers_follow_the_batch_size(rng):
+    """The layer's reused buffers (padded input, cols with its row of ones) give the right answer when the
+    batch size changes from call to call, also after a forward in evaluation mode."""
+    layer = make_conv(4, 2, 3, 1, 1)
+    for n, training in [(3, True), (5, True), (3, True), (2, False), (3, True)]:
+        X = rng.standard_normal((n, 2, 6, 7))
+        out = layer.forward(X, training=training)
+        assert_allclose(out, conv_forward_loops(X, layer.weights, layer.biases, 1, 1), rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    layer.gradient(dout)
+    _, dW, db = conv_backward_loops(X, layer.weights, dout, 1, 1)
+    assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
+    assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
