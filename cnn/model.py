@@ -146,6 +146,22 @@ class Sequential:
             for layer in self.param_layers:
                 layer.update(self.current_learning_rate)
 
+    def astype(self, dtype):
+        """Convert every parameter, and BatchNorm's running statistics, to ``dtype``; return the model.
+
+        For example ``SimpleCNN().astype(np.float64)`` for a numerical gradient check, where float32
+        rounding would swamp the finite differences. Each layer's ``params`` (and ``buffers``) and its
+        attributes (``weights``, ``biases``, ...) keep naming the same arrays. Convert before training:
+        an optimizer's state (momentum, Adam's moments) keeps its old dtype.
+        """
+        for layer in self.layers:
+            for store in (layer.params, getattr(layer, "buffers", {})):
+                for name, value in list(store.items()):
+                    converted = value.astype(dtype)
+                    store[name] = converted
+                    setattr(layer, name, converted)
+        return self
+
     @property
     def param_layers(self):
         """The layers that have trainable parameters, in order."""

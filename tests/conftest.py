@@ -119,17 +119,6 @@ def away_from_zero(shape, rng, margin=1e-3):
     return np.where(np.abs(X) < margin, np.copysign(margin, X) + X, X)
 
 
-def model_to_float64(model):
-    """Convert every parameter of ``model`` to float64 in place-compatible fashion: the layer's
-    ``weights``/``biases`` attributes and its ``params`` dict must name the very same arrays."""
-    for layer in model.layers:
-        if layer.params:
-            layer.weights = layer.weights.astype(np.float64)
-            layer.biases = layer.biases.astype(np.float64)
-            layer.params = {"weights": layer.weights, "biases": layer.biases}
-    return model
-
-
 @pytest.fixture(scope="session")
 def mnist():
     """The whole MNIST as ``load_mnist()`` returns it (uint8), loaded and verified once per session."""

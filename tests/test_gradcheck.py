@@ -4,8 +4,7 @@ import pytest
 
 import cnn
 from cnn import ConvLayer, Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, check_layer, check_model
-from conftest import (CONV_CASES, GRAD_TOL, POOL_CASES, away_from_zero, case_id, distinct_values, make_conv,
-                      model_to_float64)
+from conftest import CONV_CASES, GRAD_TOL, POOL_CASES, away_from_zero, case_id, distinct_values, make_conv
 
 
 def assert_gradients_match(errors, tol=GRAD_TOL):
@@ -140,7 +139,7 @@ def test_dropout_gradients_with_a_fixed_mask(rng, rate):
 
 def test_simplecnn_gradients_in_float64(rng):
     """The whole SimpleCNN (converted to float64, random biases) agrees with numerical gradients of the loss."""
-    model = model_to_float64(cnn.SimpleCNN(seed=4))
+    model = cnn.SimpleCNN(seed=4).astype(np.float64)
     for layer in model.param_layers:
         layer.biases[...] = 0.1 * rng.standard_normal(layer.biases.shape)
     assert all(layer.weights.dtype == np.float64 and layer.params["weights"] is layer.weights

@@ -293,3 +293,20 @@ def test_forward_runs_the_listed_order_so_a_hand_written_backward_works(rng):
     for layer in reversed(model.layers):
         dout = layer.gradient(dout)
     assert dout.shape == X.shape
+
+
+def test_astype_converts_params_and_buffers_and_keeps_them_live(rng):
+    """astype(float64) converts every parameter and BatchNorm statistic; params and attributes stay the
+    same arrays (so an update through one is seen by the other); predictions barely change."""
+    model = cnn.networks.deep_cnn(seed=0)
+    X = rng.random((4, 1, 28, 28)).astype(np.float32)
+    before = model.predict_proba(X)
+    assert model.astype(np.float64) is model
+    for layer in model.layers:
+        for store in (layer.params, getattr(layer, "buffers", {})):
+            for name, value in store.items():
+                assert value.dtype == np.float64 and getattr(layer, name) is value
+    assert model.predict_proba(X.astype(np.float64)).dtype == np.float64
+    assert_allclose(model.predict_proba(X.astype(np.float64)), before, atol=1e-5)
+    model.layers[0].params["weights"][...] = 0
+    assert not model.layers[0].weights.any()
