@@ -143,10 +143,12 @@ def plot_confusion_matrix(cm, title="Confusion matrix"):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     im = ax.imshow(off, cmap="Reds")
+    dark = off > 0.6 * max(off.max(), 1)   # cells where black text would be hard to read on dark red
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
+            color = "navy" if i == j else ("white" if dark[i, j] else "black")
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="black" if i != j else "navy", fontweight="bold" if i == j else "normal")
+                    color=color, fontweight="bold" if i == j else "normal")
     ax.set_xticks(range(cm.shape[1]))
     ax.set_yticks(range(cm.shape[0]))
     ax.set_xlabel("predicted class")
