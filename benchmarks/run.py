@@ -5,7 +5,7 @@ image size. Never run by the tests.
 Every system is timed in a process of its own, one after another, so NumPy's BLAS threads and the
 framework's thread pool never compete. Prints a table and writes ``benchmarks/results/latest.json``.
 
-    python benchmarks/run.py                 # everything (about 3 minutes on 2 cores)
+    python benchmarks/run.py                 # everything (about 4 minutes on 2 cores)
     python benchmarks/run.py --quick         # smaller subsets, for a smoke test
 """
 import argparse
@@ -170,10 +170,10 @@ def main(argv=None):
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "epochs": {}}
     print(f"machine: {results['machine']}")
     ours, loops, keras = "ours (NumPy, vectorised)", "ours (NumPy, loops), extrapolated", "Keras 3 (JAX backend, CPU)"
-    # SimpleCNN, the comparison the speed target is about: our version and Keras take turns, two rounds of
-    # two epochs each, so that a slow spell of the machine does not fall on one system only; each row
-    # is the median of the four epochs. The loop version is timed once, on a few batches.
-    rounds = 1 if args.quick else 2
+    # SimpleCNN, the comparison the speed target is about: our version and Keras take turns, three rounds
+    # of two epochs each, so that a slow spell of the machine does not fall on one system only; each row
+    # is the median of the six epochs. The loop version is timed once, on a few batches.
+    rounds = 1 if args.quick else 3
     plan = []
     for _ in range(rounds):
         plan += [("simple", ours, ("ours", "simple", n_full, 32, "vectorized", 2)),

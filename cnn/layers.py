@@ -157,9 +157,17 @@ class MaxPoolLayer(Layer):
         X, winner = self._cache
         dout = check_dout("MaxPoolLayer", dout, winner.shape)
         _, _, OH, OW = winner.shape
-        # zeros_like keeps X's memory layout, so the layers below receive gradients laid out like
-        # their own outputs (pixels that no window covers keep a zero gradient).
-        dX = np.zeros_like(X, dtype=np.result_type(dout, X))
+        # empty_like/zeros_like keep X's memory layout, so the layers below receive gradients laid out
+        # like their own outputs. Windows that neither overlap nor leave gaps (stride == pool_size)
+        # write every covered pixel below, so only the uncovered border (odd sizes) needs zeros.
+        P, s = self.pool_size, self.stride
+        dtype = np.result_type(dout, X)
+        if s == P:
+            dX = np.empty_like(X, dtype=dtype)
+            dX[:, :, OH * P :] = 0
+            dX[:, :, :, OW * P :] = 0
+        else:
+            dX = np.zeros_like(X, dtype=dtype)
         for k, dview in enumerate(self._windows(dX, OH, OW)):
             if self.stride >= self.pool_size:
                 np.multiply(dout, winner == k, out=dview)   # windows do not overlap: each pixel written once
