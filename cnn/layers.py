@@ -5,6 +5,8 @@ Every layer has ``forward(X)`` and ``backward(dout)`` side by side. Layers with 
 gradient checker and the optimizers use; ``gradient(dout)`` computes gradients without updating and
 ``update(learning_rate)`` takes one plain SGD step.
 """
+import math
+
 import numpy as np
 
 from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
@@ -81,7 +83,7 @@ class Flatten(Layer):
         """Reshape the gradient (N, C*H*W) back to the input's shape (N, C, H, W)."""
         require_forward("Flatten", self._input_shape)
         N = self._input_shape[0]
-        dout = check_dout("Flatten", dout, (N, int(np.prod(self._input_shape[1:]))))
+        dout = check_dout("Flatten", dout, (N, math.prod(self._input_shape[1:])))
         return dout.reshape(self._input_shape)
 
     def output_shape(self, input_shape):

@@ -76,10 +76,10 @@ class Sequential:
         The layers run in the listed order, so after ``forward`` each layer's cache is ready for a
         backward pass written by hand, layer by layer.
         """
-        return self._forward(X, training, self.layers)
+        return softmax(self._forward(X, training, self.layers))
 
     def _forward(self, X, training, order):
-        """:meth:`forward` with the layers run in ``order`` (see :meth:`_fast_order`)."""
+        """The logits (N, num_classes) of X, with the layers run in ``order`` (see :meth:`_fast_order`)."""
         X = check_array("forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
         out = X
         for layer in order:
@@ -89,7 +89,7 @@ class Sequential:
         self._last_X = X if training else None
         self._last_order = order
         self._logits = out
-        return softmax(out)
+        return out
 
     def backward(self, X, y):
         """Backpropagate the mean cross-entropy of the batch (X, y) and update every layer.
@@ -181,7 +181,7 @@ class Sequential:
         batch_size = check_int("batch_size", batch_size, 1)
         with self._blas_limits():
             order = self._fast_order()
-            return np.concatenate([self._forward(X[i : i + batch_size], False, order)
+            return np.concatenate([softmax(self._forward(X[i : i + batch_size], False, order))
                                    for i in range(0, len(X), batch_size)])
 
     def predict(self, X, batch_size=500):
@@ -249,8 +249,8 @@ class Sequential:
                 Xb, yb = X_train[idx], y_train[idx]
                 if augment is not None:
                     Xb = augment(Xb, self.rng)
-                probs = self._forward(Xb, True, layer_order)
-                correct += int((probs.argmax(axis=1) == yb).sum())
+                logits = self._forward(Xb, True, layer_order)   # the largest logit is the likeliest class
+                correct += int((logits.argmax(axis=1) == yb).sum())
                 total_loss += self.backward(Xb, yb) * len(idx)
                 if (live and b % max(1, num_batches // 50) == 0) or (
                         verbose >= 2 and b % max(1, num_batches // 10) == 0 and b):

@@ -248,16 +248,16 @@ def test_predict_switches_dropout_off(rng):
 # ---------------------------------------------------------------------------- ReLU and max pool commute
 
 
-def _probs_and_grads(model, X, y, order):
-    """Probabilities and every layer's gradients, running the layers in ``order`` and back."""
+def _logits_and_grads(model, X, y, order):
+    """Logits and every layer's gradients, running the layers in ``order`` and back."""
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = np.random.default_rng(0)   # the same dropout masks in both runs
-    probs = model._forward(X, True, order)
-    _, dout = cnn.softmax_cross_entropy(model._logits, y)
+    logits = model._forward(X, True, order)
+    _, dout = cnn.softmax_cross_entropy(logits, y)
     for layer in reversed(order):
         dout = layer.gradient(dout)
-    return probs, [g.copy() for layer in model.param_layers for g in layer.grads.values()]
+    return logits, [g.copy() for layer in model.param_layers for g in layer.grads.values()]
 
 
 @pytest.mark.parametrize("make", [lambda: SimpleCNN(seed=3),
@@ -266,7 +266,7 @@ def _probs_and_grads(model, X, y, order):
                                                       Flatten(), FullyConnectedLayer(2 * 4 * 4, 10, rng=1)],
                                                      input_shape=(1, 8, 8))])
 def test_training_order_gives_exactly_the_listed_orders_outputs_and_gradients(rng, make):
-    """Training runs each ReLU after the max pool that follows it (they commute): the probabilities and
+    """Training runs each ReLU after the max pool that follows it (they commute): the logits and
     all gradients are bit-for-bit those of the listed order, also with ties at zero (blank image regions)
     and with overlapping windows."""
     model = make()
@@ -278,9 +278,9 @@ def test_training_order_gives_exactly_the_listed_orders_outputs_and_gradients(rn
     swapped = [i for i, layer in enumerate(model.layers) if isinstance(layer, ReLU)
                and i + 1 < len(model.layers) and isinstance(model.layers[i + 1], MaxPoolLayer)]
     assert swapped and all(fast[i] is model.layers[i + 1] and fast[i + 1] is model.layers[i] for i in swapped)
-    listed_probs, listed_grads = _probs_and_grads(model, X, y, model.layers)
-    fast_probs, fast_grads = _probs_and_grads(model, X, y, fast)
-    assert_array_equal(fast_probs, listed_probs)
+    listed_logits, listed_grads = _logits_and_grads(model, X, y, model.layers)
+    fast_logits, fast_grads = _logits_and_grads(model, X, y, fast)
+    assert_array_equal(fast_logits, listed_logits)
     for fast_grad, listed_grad in zip(fast_grads, listed_grads):
         assert_array_equal(fast_grad, listed_grad)
 
