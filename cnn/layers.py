@@ -171,7 +171,7 @@ class MaxPoolLayer(Layer):
         else:
             dX = np.zeros_like(X, dtype=dtype)
         for k, dview in enumerate(self._windows(dX, OH, OW)):
-            if self.stride >= self.pool_size:
+            if s >= P:
                 np.multiply(dout, winner == k, out=dview)   # windows do not overlap: each pixel written once
             else:
                 dview += dout * (winner == k)               # overlapping windows: gradients add up
