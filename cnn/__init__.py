@@ -17,6 +17,7 @@ from .batchnorm import BatchNorm
 from .augment import affine_transform, augment_batch, elastic_distortion, random_affine, train_with_augmentation
 from .io import ModelFileError, load_model, save_model
 from .networks import DEEP_CNN_TRAINING, deep_cnn, two_conv_net
+from .fused import ConvMaxPool
 
 __version__ = "0.1.0"
 
@@ -31,4 +32,5 @@ __all__ = [
     "BatchNorm", "augment_batch", "random_affine", "affine_transform", "elastic_distortion",
     "train_with_augmentation", "DEEP_CNN_TRAINING",
     "save_model", "load_model", "ModelFileError", "two_conv_net", "deep_cnn",
+    "ConvMaxPool",
 ]

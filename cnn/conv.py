@@ -148,6 +148,22 @@ def conv_backward_loops(X, weights, dout, stride=1, padding=0):
 # --------------------------------------------------------------------------------------------------
 
 
+def patch_windows(X, K, stride=1, padding=0, padded=None):
+    """A read-only strided view of every ``K x K`` patch of X: shape (N, C, OH, OW, K, K), nothing copied.
+
+    ``windows[n, c, i, j]`` is the patch of channel ``c`` under output pixel ``(i, j)`` of image ``n``.
+    With ``padding``, X is first copied into ``padded`` (an (N, C, H + 2*padding, W + 2*padding) buffer
+    whose border is zero), or into a new zero-bordered array.
+    """
+    N, C, H, W = X.shape
+    if padding:
+        if padded is None:
+            padded = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=X.dtype)
+        padded[:, :, padding : padding + H, padding : padding + W] = X   # the border stays zero
+        X = padded
+    return sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
+
+
 def im2col(X, K, stride=1, padding=0, out=None, padded=None):
     """Unfold a batch so that a convolution becomes one matrix product.
 
@@ -169,14 +185,8 @@ def im2col(X, K, stride=1, padding=0, out=None, padded=None):
         Column ``(n * OH + i) * OW + j`` is the patch under output pixel ``(i, j)`` of image ``n``,
         in the ``(C, K, K)`` order of a filter.
     """
-    N, C, H, W = X.shape
-    if padding:
-        if padded is None:
-            padded = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=X.dtype)
-        padded[:, :, padding : padding + H, padding : padding + W] = X   # the border stays zero
-        X = padded
-    # A read-only strided view of shape (N, C, OH, OW, K, K): no pixel is copied yet.
-    windows = sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
+    windows = patch_windows(X, K, stride, padding, padded)   # (N, C, OH, OW, K, K), no pixel copied yet
+    N, C = X.shape[:2]
     OH, OW = windows.shape[2:4]
     # The one copy. Putting (C, K, K) first keeps each image row (OW pixels) contiguous in the copy,
     # which is several times faster than the (N*OH*OW, C*K*K) layout with its 3-pixel inner rows.
@@ -326,14 +336,9 @@ class ConvLayer(Layer):
         -------
         out : ndarray of shape (N, F, OH, OW)
         """
-        X = check_array("ConvLayer.forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
+        X, F, OH, OW = self._check_input("ConvLayer.forward", X)
         N, C, H, W = X.shape
-        if C != self.num_channels:
-            raise ValueError(f"ConvLayer.forward: X has {C} channels (shape {X.shape}) but the layer "
-                             f"expects num_channels={self.num_channels}, i.e. X of shape (N, {self.num_channels}, H, W)")
         K, s, p = self.filter_size, self.stride, self.padding
-        _check_geometry("ConvLayer.forward", H, W, K, K, s, p)
-        F, OH, OW = self.output_shape((C, H, W))
 
         if self.impl == "loops":
             out = conv_forward_loops(X, self.weights, self.biases, s, p)
@@ -351,13 +356,41 @@ class ConvLayer(Layer):
             padded, cols = None, np.empty((C * K * K + 1, N * OH * OW), dtype=X.dtype)
             cols[-1] = 1
         im2col(X, K, s, p, out=cols[:-1], padded=padded)               # (C*K*K, N*OH*OW) above the ones
-        weights_and_biases = np.concatenate([self.weights.reshape(F, -1), self.biases[:, None]], axis=1)
-        out = matmul_in_blocks(weights_and_biases, cols)              # (F, N*OH*OW)
+        out = matmul_in_blocks(self._weights_and_biases(), cols)     # (F, N*OH*OW)
         self._cache = (X, cols) if training else None
         # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view without copying.
         # NumPy's element-wise operations follow the memory order, so the layers after this one (and
         # the gradients they send back) keep this layout, and `dout_F` below is then a free reshape.
         return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
+
+    def _check_input(self, where, X):
+        """Check X (N, C, H, W) against the layer; return X and the output's ``F, OH, OW``."""
+        X = check_array(f"{where}: X", X, ndim=4, shape_doc="(N, C, H, W)")
+        N, C, H, W = X.shape
+        if C != self.num_channels:
+            raise ValueError(f"{where}: X has {C} channels (shape {X.shape}) but the layer expects "
+                             f"num_channels={self.num_channels}, i.e. X of shape (N, {self.num_channels}, H, W)")
+        K = self.filter_size
+        _check_geometry(where, H, W, K, K, self.stride, self.padding)
+        return (X,) + self.output_shape((C, H, W))
+
+    def _weights_and_biases(self):
+        """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias appended."""
+        return np.concatenate([self.weights.reshape(self.num_filters, -1), self.biases[:, None]], axis=1)
+
+    def _set_grads(self, dout_F, cols):
+        """``self.grads`` from dout_F (F, P) and the columns (C*K*K + 1, P) that produced the output."""
+        # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in `cols`
+        # makes the last column the sum of dout itself, the gradient of the bias.
+        d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)   # (F, C*K*K + 1)
+        dW = d_weights_and_biases[:, :-1].reshape(self.weights.shape)
+        self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
+                      "biases": d_weights_and_biases[:, -1].astype(self.biases.dtype, copy=False)}
+
+    def _input_gradient(self, dout_F, X_shape):
+        """dX (N, C, H, W) from dout_F (F, N*OH*OW), the gradient of the output in im2col's column order."""
+        dcols = matmul_in_blocks(self.weights.reshape(self.num_filters, -1).T, dout_F)   # (C*K*K, N*OH*OW)
+        return col2im(dcols, X_shape, self.filter_size, self.stride, self.padding)
 
     def _workspace(self, name, shape, dtype, last_row=None):
         """A buffer kept by the layer between batches; zero-filled when (re)allocated, except its last
@@ -385,21 +418,12 @@ class ConvLayer(Layer):
 
         if self.impl == "loops":
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
-            dX = dX if input_grad else None
-        else:
-            dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
-            # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in
-            # `cols` makes the last column the sum of dout itself, the gradient of the bias.
-            d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)   # (F, C*K*K + 1)
-            dW = d_weights_and_biases[:, :-1].reshape(self.weights.shape)
-            db = d_weights_and_biases[:, -1]
-            dX = None
-            if input_grad:
-                dcols = matmul_in_blocks(self.weights.reshape(F, -1).T, dout_F)   # (C*K*K, N*OH*OW)
-                dX = col2im(dcols, X.shape, K, s, p)
-        self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
-                      "biases": db.astype(self.biases.dtype, copy=False)}
-        return dX
+            self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
+                          "biases": db.astype(self.biases.dtype, copy=False)}
+            return dX if input_grad else None
+        dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
+        self._set_grads(dout_F, cols)
+        return self._input_gradient(dout_F, X.shape) if input_grad else None
 
     def backward(self, dout, learning_rate=0.01):
         """Backpropagate ``dout`` (N, F, OH, OW), update the parameters by plain SGD, return dX (N, C, H, W).

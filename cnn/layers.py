@@ -90,6 +90,45 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
 
+def max_with_winner(views):
+    """Element-wise maximum of equal-shape arrays, and which of them holds it.
+
+    Parameters
+    ----------
+    views : list of ndarrays of one shape
+        For max pooling, the ``P*P`` positions of the windows (each of shape (N, C, OH, OW)).
+
+    Returns
+    -------
+    out : ndarray, the maximum over ``views``
+    winner : ndarray of small integers, the index ``k`` of the first view holding the maximum
+
+    A position takes over only when it is strictly greater than the maximum so far, so the first maximum
+    wins ties and each window passes its gradient on exactly once; and because ``k`` grows, the last
+    position that took over (the winner) is simply the largest ``k * (view > running max)``.
+    """
+    out = views[0].copy()
+    dtype = np.uint8 if len(views) <= 256 else np.int64
+    winner = np.zeros(out.shape, dtype=dtype)
+    for k, view in enumerate(views[1:], start=1):
+        np.maximum(winner, np.multiply(view > out, k, dtype=dtype), out=winner)
+        np.maximum(out, view, out=out)
+    return out, winner
+
+
+def route_to_winner(dout, winner, dviews, overlapping=False):
+    """The backward pass of :func:`max_with_winner`: ``dviews[k] = dout where winner == k, else 0``.
+
+    With ``overlapping=True`` the views share elements (pooling windows that overlap), so each adds its
+    gradient to what is there; otherwise each element is written once and nothing needs zeroing first.
+    """
+    for k, dview in enumerate(dviews):
+        if overlapping:
+            dview += dout * (winner == k)
+        else:
+            np.multiply(dout, winner == k, out=dview)
+
+
 class MaxPoolLayer(Layer):
     """Max pooling over ``pool_size x pool_size`` windows taken every ``stride`` pixels (Part 3).
 
@@ -139,17 +178,7 @@ class MaxPoolLayer(Layer):
                             out[n, c, i, j] = window.flat[winner[n, c, i, j]]
         else:
             # Instead of nested loops over pixels: P*P element-wise steps over whole strided views.
-            # `winner` records which window position k holds the maximum. A position takes over only
-            # when it is strictly greater than the maximum so far, so the first maximum wins ties and
-            # each window passes its gradient on exactly once; and because k grows, the last position
-            # that took over (the winner) is simply the largest k * (view > running max).
-            views = self._windows(X, OH, OW)
-            out = views[0].copy()
-            dtype = np.uint8 if P * P <= 256 else np.int64
-            winner = np.zeros(out.shape, dtype=dtype)
-            for k, view in enumerate(views[1:], start=1):
-                np.maximum(winner, np.multiply(view > out, k, dtype=dtype), out=winner)
-                np.maximum(out, view, out=out)
+            out, winner = max_with_winner(self._windows(X, OH, OW))
         self._cache = (X, winner) if training else None
         return out
 
@@ -170,11 +199,7 @@ class MaxPoolLayer(Layer):
             dX[:, :, :, OW * P :] = 0
         else:
             dX = np.zeros_like(X, dtype=dtype)
-        for k, dview in enumerate(self._windows(dX, OH, OW)):
-            if s >= P:
-                np.multiply(dout, winner == k, out=dview)   # windows do not overlap: each pixel written once
-            else:
-                dview += dout * (winner == k)               # overlapping windows: gradients add up
+        route_to_winner(dout, winner, self._windows(dX, OH, OW), overlapping=s < P)
         return dX
 
 

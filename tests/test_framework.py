@@ -99,6 +99,29 @@ def test_maxpool_forward_and_vjp_match_jax(rng, case, impl):
     assert_allclose(layer.backward(dout), dX_ref, rtol=RTOL, atol=ATOL)
 
 
+@partial(jax.jit, static_argnums=(4, 5, 6))
+def jax_conv_pool_and_vjp(X, Wt, b, dout, stride, padding, P):
+    """JAX's max pooling of a convolution and its vector-Jacobian product: (out, dX, dW, db)."""
+    out, vjp = jax.vjp(lambda x, w, c: jax_maxpool(jax_conv(x, w, c, stride, padding), P, P), X, Wt, b)
+    return (out,) + vjp(dout)
+
+
+@pytest.mark.parametrize("case", [(2, 1, 8, 8, 3, 3, 1, 1, 2), (3, 2, 7, 5, 3, 3, 1, 1, 2),
+                                  (2, 3, 9, 11, 2, 3, 2, 2, 3), (2, 2, 8, 7, 4, 2, 2, 0, 2)], ids=case_id)
+def test_conv_max_pool_step_matches_jax(rng, case):
+    """ConvMaxPool (the fused step of training) against JAX's reduce_window(conv_general_dilated) and its VJP."""
+    N, C, H, W, F, K, s, p, P = case
+    fused = cnn.ConvMaxPool(make_conv(F, C, K, s, p), MaxPoolLayer(P, P))
+    X = distinct_values((N, C, H, W), rng)
+    out = fused.forward(X)
+    dout = rng.standard_normal(out.shape)
+    expected, dX_ref, dW_ref, db_ref = jax_conv_pool_and_vjp(X, fused.conv.weights, fused.conv.biases, dout, s, p, P)
+    assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert_allclose(fused.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(fused.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(fused.grads["biases"], db_ref, rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("N, n_in, n_out", [(1, 3, 2), (4, 7, 5), (3, 1568, 10)])
 def test_fully_connected_matches_jax(rng, N, n_in, n_out):
     """FullyConnectedLayer forward, dX, dW, db equal JAX's x @ W + b and its VJP."""

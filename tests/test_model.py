@@ -260,15 +260,15 @@ def _logits_and_grads(model, X, y, order):
     return logits, [g.copy() for layer in model.param_layers for g in layer.grads.values()]
 
 
-@pytest.mark.parametrize("make", [lambda: SimpleCNN(seed=3),
+@pytest.mark.parametrize("make", [lambda: SimpleCNN(seed=3, impl="loops"),
                                   lambda: cnn.networks.deep_cnn(seed=3),
                                   lambda: Sequential([ConvLayer(2, 3, 1, rng=1), ReLU(), MaxPoolLayer(3, 1),
                                                       Flatten(), FullyConnectedLayer(2 * 4 * 4, 10, rng=1)],
                                                      input_shape=(1, 8, 8))])
-def test_training_order_gives_exactly_the_listed_orders_outputs_and_gradients(rng, make):
+def test_relu_after_the_pool_gives_exactly_the_listed_orders_outputs_and_gradients(rng, make):
     """Training runs each ReLU after the max pool that follows it (they commute): the logits and
     all gradients are bit-for-bit those of the listed order, also with ties at zero (blank image regions)
-    and with overlapping windows."""
+    and with overlapping windows. (These networks have no convolution that training fuses with its pool.)"""
     model = make()
     C, H, W = model.input_shape
     X = rng.standard_normal((5, C, H, W)).astype(np.float32)
@@ -283,6 +283,24 @@ def test_training_order_gives_exactly_the_listed_orders_outputs_and_gradients(rn
     assert_array_equal(fast_logits, listed_logits)
     for fast_grad, listed_grad in zip(fast_grads, listed_grads):
         assert_array_equal(fast_grad, listed_grad)
+
+
+@pytest.mark.parametrize("make", [lambda: SimpleCNN(seed=3), lambda: cnn.networks.two_conv_net(seed=3)])
+def test_training_order_with_fused_conv_and_pool_gives_the_listed_orders_results(rng, make):
+    """With a ConvMaxPool step the logits are still bit-for-bit the listed order's (the same products,
+    the same maxima); the convolution's gradients differ only by float32 rounding, because the product
+    that sums them over pixels takes the pixels in another order."""
+    model = make()
+    X = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    X[:, :, :14] = 0.0
+    y = rng.integers(0, 10, 5)
+    fast = model._fast_order()
+    assert any(isinstance(step, cnn.fused.ConvMaxPool) for step in fast)
+    listed_logits, listed_grads = _logits_and_grads(model, X, y, model.layers)
+    fast_logits, fast_grads = _logits_and_grads(model, X, y, fast)
+    assert_array_equal(fast_logits, listed_logits)
+    for fast_grad, listed_grad in zip(fast_grads, listed_grads):
+        assert_allclose(fast_grad, listed_grad, rtol=1e-4, atol=1e-6 * np.abs(listed_grad).max())
 
 
 def test_forward_runs_the_listed_order_so_a_hand_written_backward_works(rng):

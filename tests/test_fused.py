@@ -1,0 +1,141 @@
+"""ConvMaxPool: a convolution and the max pooling after it as one step, against the two layers run in turn."""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import cnn
+from cnn import ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential, SimpleCNN
+from cnn.conv import im2col
+from cnn.fused import ConvMaxPool, im2col_by_window
+from cnn.gradcheck import check_layer
+from conftest import case_id, distinct_values, make_conv
+
+# (N, C, H, W, F, K, stride, padding, pool): SimpleCNN's step; odd output sizes whose last row or
+# column belongs to no window; stride and padding 2 with 3x3 windows; a 1x1 "pool"; one window only.
+FUSED_CASES = [
+    (2, 1, 28, 28, 8, 3, 1, 1, 2),
+    (3, 2, 7, 5, 3, 3, 1, 1, 2),
+    (2, 3, 9, 11, 2, 3, 2, 2, 3),
+    (1, 2, 6, 6, 2, 1, 1, 0, 1),
+    (2, 2, 8, 7, 4, 2, 2, 0, 2),
+    (2, 1, 5, 6, 2, 5, 1, 2, 5),
+]
+
+
+def two_layers(case, dtype=np.float64):
+    N, C, H, W, F, K, s, p, P = case
+    return make_conv(F, C, K, s, p, dtype=dtype), MaxPoolLayer(P, P)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
+def test_im2col_by_window_is_im2col_with_its_columns_reordered(rng, case):
+    """Column ((di*P + dj)*N + n)*OH2*OW2 + i*OW2 + j of im2col_by_window is im2col's column for
+    output pixel (P*i + di, P*j + dj) of image n; pixels outside every window are left out."""
+    N, C, H, W, F, K, s, p, P = case
+    X = rng.standard_normal((N, C, H, W))
+    plain = im2col(X, K, s, p)
+    OH, OW = (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1
+    OH2, OW2 = OH // P, OW // P
+    by_window = im2col_by_window(X, K, s, p, P)
+    assert by_window.shape == (C * K * K, P * P * N * OH2 * OW2)
+    expected = [plain[:, (n * OH + P * i + di) * OW + P * j + dj]
+                for di in range(P) for dj in range(P) for n in range(N) for i in range(OH2) for j in range(OW2)]
+    assert_array_equal(by_window, np.stack(expected, axis=1))
+    out = np.full((C * K * K, by_window.shape[1]), np.nan)
+    assert im2col_by_window(X, K, s, p, P, out=out) is out
+    assert_array_equal(out, by_window)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
+def test_conv_max_pool_equals_the_two_layers(rng, case):
+    """Forward: exactly pool(conv(X)). Backward: the two layers' dX, dW and db (float64: to 1e-12)."""
+    N, C, H, W, F, K, s, p, P = case
+    conv, pool = two_layers(case)
+    fused = ConvMaxPool(conv, pool)
+    X = rng.standard_normal((N, C, H, W))
+    expected = pool.forward(conv.forward(X))
+    out = fused.forward(X)
+    assert_array_equal(out, expected)
+    dout = rng.standard_normal(out.shape)
+    dX_ref = conv.gradient(pool.gradient(dout))
+    grads_ref = {name: g.copy() for name, g in conv.grads.items()}
+    dX = fused.gradient(dout)
+    assert dX.shape == X.shape
+    assert_allclose(dX, dX_ref, rtol=1e-12, atol=1e-12)
+    for name in ("weights", "biases"):
+        assert fused.grads[name].shape == grads_ref[name].shape
+        assert_allclose(fused.grads[name], grads_ref[name], rtol=1e-12, atol=1e-12)
+    assert fused.gradient(dout, input_grad=False) is None               # same parameter gradients, no dX
+    for name in ("weights", "biases"):
+        assert_allclose(conv.grads[name], grads_ref[name], rtol=1e-12, atol=1e-12)
+
+
+def test_conv_max_pool_breaks_ties_like_the_pooling_layer(rng):
+    """On blank image regions every window holds equal values: the first one (row-major) wins, as in
+    MaxPoolLayer, so each window passes its gradient to exactly one pixel. Float32, as in training."""
+    conv, pool = two_layers(FUSED_CASES[0], dtype=np.float32)
+    fused = ConvMaxPool(conv, pool)
+    X = rng.random((2, 1, 28, 28)).astype(np.float32)
+    X[:, :, :14] = 0.0
+    out = fused.forward(X)
+    assert_array_equal(out, pool.forward(conv.forward(X)))
+    dout = np.ones(out.shape, dtype=np.float32)
+    conv.forward(X)
+    pool.forward(conv.forward(X))
+    dconv = pool.gradient(dout)
+    conv.gradient(dconv, input_grad=False)
+    fused.gradient(dout, input_grad=False)
+    assert_allclose(fused.grads["weights"], conv.grads["weights"], rtol=1e-5)
+    assert_allclose(fused.grads["biases"], conv.grads["biases"], rtol=1e-5)
+    # each 2x2 window passes its unit gradient once: db counts the windows (2 images x 14 x 14 each)
+    assert_allclose(fused.grads["biases"], np.full(8, 2 * 14 * 14), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES[1:4], ids=case_id)
+def test_conv_max_pool_numerical_gradients(rng, case):
+    """dX, dW and db against centred differences (float64, distinct values: no ties to straddle)."""
+    N, C, H, W, F, K, s, p, P = case
+    fused = ConvMaxPool(*two_layers(case))
+    errors = check_layer(fused, distinct_values((N, C, H, W), rng))
+    assert set(errors) == {"X", "weights", "biases"}
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_fast_order_fuses_each_conv_with_the_max_pool_after_it():
+    """Training runs Conv -> ReLU -> MaxPool as ConvMaxPool -> ReLU, where the pool's windows tile the input;
+    overlapping windows, the loops version and a BatchNorm in between keep the separate layers."""
+    names = lambda model: [type(step).__name__ for step in model._fast_order()]
+    assert names(SimpleCNN()) == ["ConvMaxPool", "ReLU", "Flatten", "FullyConnectedLayer"]
+    assert names(cnn.networks.two_conv_net()) == ["ConvLayer", "ReLU", "ConvMaxPool", "ReLU", "Flatten",
+                                                   "FullyConnectedLayer"]
+    assert names(SimpleCNN(impl="loops")) == ["ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer"]
+    overlapping = Sequential([ConvLayer(2, 3, 1, rng=1), ReLU(), MaxPoolLayer(3, 1), Flatten(),
+                              FullyConnectedLayer(2 * 4 * 4, 10, rng=1)], input_shape=(1, 8, 8))
+    assert names(overlapping) == ["ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer"]
+    assert "ConvMaxPool" not in names(cnn.networks.deep_cnn())
+    fused = SimpleCNN()._fast_order()[0]
+    assert fused.params is fused.conv.params
+
+
+def test_conv_max_pool_refuses_what_it_cannot_fuse_and_bad_input(rng):
+    conv = ConvLayer(2, 3, 1, padding=1, rng=0)
+    with pytest.raises(ValueError, match="stride == pool_size"):
+        ConvMaxPool(conv, MaxPoolLayer(3, 1))
+    with pytest.raises(ValueError, match="stride == pool_size"):
+        ConvMaxPool(ReLU(), MaxPoolLayer())
+    fused = ConvMaxPool(conv, MaxPoolLayer(2, 2))
+    with pytest.raises(RuntimeError, match="before forward"):
+        fused.gradient(np.zeros((1, 2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        fused.forward(np.zeros((1, 3, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        fused.forward(np.full((1, 1, 6, 6), np.nan, np.float32))
+    with pytest.raises(ValueError, match="pool window is larger"):
+        ConvMaxPool(ConvLayer(2, 3, 1, rng=0), MaxPoolLayer(4, 4)).forward(np.zeros((1, 1, 5, 5), np.float32))
+    out = fused.forward(rng.random((1, 1, 6, 6)).astype(np.float32))
+    assert out.shape == (1, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"dout must have the shape .*\(1, 2, 3, 3\)"):
+        fused.gradient(np.zeros((1, 2, 6, 6), np.float32))
+    fused.forward(rng.random((1, 1, 6, 6)).astype(np.float32), training=False)
+    with pytest.raises(RuntimeError, match="before forward"):
+        fused.gradient(np.zeros((1, 2, 3, 3), np.float32))
