@@ -75,8 +75,10 @@ def worker_keras(name, n, batch_size, epochs=1):
 
 
 def worker_layers(batch_size):
-    """Forward and backward milliseconds of each SimpleCNN layer on one batch (median of 50), with BLAS
-    on one thread and in the order training runs them (the ReLU after the max pool)."""
+    """Forward and backward milliseconds of each step of SimpleCNN's training on one batch (median of 50),
+    with BLAS on one thread, in the order and form that training runs them (``training_steps``: the
+    convolution fused with its max pool, then the ReLU); like training, the first step computes no
+    gradient for the images."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
@@ -84,13 +86,14 @@ def worker_layers(batch_size):
     X, _ = _data(batch_size)
     rows = []
     out = X
-    for layer in model._fast_order():
+    for i, layer in enumerate(model.training_steps()):
         inp = out
         fwd = _median_ms(lambda: layer.forward(inp))
         out = layer.forward(inp)
         dout = np.ones_like(out)
-        bwd = _median_ms(lambda: layer.gradient(dout))
-        rows.append({"layer": repr(layer), "forward_ms": fwd, "backward_ms": bwd})
+        kwargs = {"input_grad": False} if i == 0 else {}
+        bwd = _median_ms(lambda: layer.gradient(dout, **kwargs))
+        rows.append({"layer": repr(layer), "forward_ms": fwd, "backward_ms": bwd, "input_gradient": i > 0})
     return rows
 
 
@@ -111,8 +114,8 @@ def worker_scaling(kind):
                            input_shape=(1, size, size))
         X = rng.random((batch_size, 1, size, size), dtype=np.float32)
         y = rng.integers(0, 10, batch_size)
-        order = model._fast_order()   # as training runs the layers (the ReLU after the max pool)
-        ms = _median_ms(lambda: (model._forward(X, True, order), model.backward(X, y)), repeats=max(5, 2048 // batch_size))
+        order = model.training_steps()   # as training runs the layers (the ReLU after the max pool)
+        ms = _median_ms(lambda: (model.logits(X, True, order), model.backward(X, y)), repeats=max(5, 2048 // batch_size))
         rows.append({"batch_size": batch_size, "image_size": size, "ms_per_step": ms,
                      "us_per_image": 1000 * ms / batch_size})
     return rows
@@ -212,7 +215,8 @@ def main(argv=None):
     results["layers"] = run_worker("layers", 32)
     print("\nper layer, batch 32, in the order training runs them (ms):")
     for row in results["layers"]:
-        print(f"  {row['layer']:60s} forward {row['forward_ms']:7.3f}  backward {row['backward_ms']:7.3f}")
+        note = "" if row.get("input_gradient", True) else "  (no image gradient, as in training)"
+        print(f"  {row['layer']:60s} forward {row['forward_ms']:7.3f}  backward {row['backward_ms']:7.3f}{note}")
     for kind in ("batch", "image"):
         results[f"scaling_{kind}"] = run_worker("scaling", kind)
         print(f"\nscaling with {kind} size:")

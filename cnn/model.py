@@ -64,7 +64,7 @@ class Sequential:
         self.blas_threads = None if blas_threads is None else check_int("blas_threads", blas_threads, 1)
         self.current_learning_rate = self.learning_rate
         self._last_X = None
-        self._last_order = self.layers
+        self._last_steps = self.layers
         self._logits = None
 
     # ---------------------------------------------------------------- forward and backward
@@ -77,18 +77,24 @@ class Sequential:
         The layers run in the listed order, so after ``forward`` each layer's cache is ready for a
         backward pass written by hand, layer by layer.
         """
-        return softmax(self._forward(X, training, self.layers))
+        return softmax(self.logits(X, training))
 
-    def _forward(self, X, training, order):
-        """The logits (N, num_classes) of X, with the layers run in ``order`` (see :meth:`_fast_order`)."""
+    def logits(self, X, training=True, steps=None):
+        """The logits (N, num_classes) of X (N, C, H, W): the scores that softmax turns into probabilities.
+
+        ``steps`` are the layers to run, in order: ``self.layers`` by default, or
+        :meth:`training_steps`, the faster steps that :meth:`train` and :meth:`predict` run (same
+        logits). :meth:`backward` then goes back through the same steps.
+        """
         X = check_array("forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
+        order = self.layers if steps is None else steps
         out = X
         for layer in order:
             out = layer.forward(out, training=training)
         if out.ndim != 2 or out.shape[1] != self.num_classes:
             raise ValueError(f"the last layer must output logits of shape (N, {self.num_classes}); got {out.shape}")
         self._last_X = X if training else None
-        self._last_order = order
+        self._last_steps = order
         self._logits = out
         return out
 
@@ -108,7 +114,7 @@ class Sequential:
         loss, dout = softmax_cross_entropy(self._logits, y)
         if not loss < DIVERGED_LOSS:   # also catches NaN
             self._diverged(f"the loss reached {loss:.3g}")
-        order = self._last_order   # backward visits the layers in the reverse of the forward's order
+        order = self._last_steps   # backward visits the layers in the reverse of the forward's order
         with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected below, with a clear message
             for layer in reversed(order[1:]):
                 dout = layer.gradient(dout)
@@ -124,16 +130,22 @@ class Sequential:
         self._last_X = None   # the caches now belong to parameters that have changed
         return loss
 
-    def _fast_order(self):
-        """The steps that training and prediction run, in order: the layers, with two changes.
+    def training_steps(self):
+        """The steps that :meth:`train` and :meth:`predict` run: the layers, with two changes that compute
+        the same logits faster.
 
         1. A ReLU directly followed by a MaxPoolLayer runs after the pool. The two commute:
            ``max(0, max of a window) = max over the window of max(0, x)``, and the backward passes agree
            too (a window whose maximum is <= 0 passes no gradient either way). So the output and every
            gradient are exactly the same, and the ReLU touches ``pool_size**2`` times fewer numbers.
-        2. A ConvLayer then (now) directly a MaxPoolLayer with non-overlapping windows run as one
-           :class:`~cnn.fused.ConvMaxPool` step, which computes the convolution's output already grouped
-           by position in the pooling window, so the pooling works on contiguous blocks.
+        2. A ConvLayer directly followed (after change 1) by a MaxPoolLayer whose windows tile its output
+           (``stride == pool_size``) becomes one :class:`~cnn.fused.ConvMaxPool` step: the convolution
+           computes its output grouped by position in the pooling window, so the pooling works on whole
+           contiguous blocks. The logits are the same; the convolution's gradients differ only by rounding
+           (its sums over pixels are taken in another order).
+
+        :meth:`forward` runs the listed layers instead, so that a backward pass written by hand, layer by
+        layer, finds each layer's cache where it expects it.
         """
         order = list(self.layers)
         for i in range(len(order) - 1):
@@ -193,8 +205,8 @@ class Sequential:
         X = check_array("predict_proba: X", X, ndim=4, shape_doc="(N, C, H, W)")
         batch_size = check_int("batch_size", batch_size, 1)
         with self._blas_limits():
-            order = self._fast_order()
-            return np.concatenate([softmax(self._forward(X[i : i + batch_size], False, order))
+            order = self.training_steps()
+            return np.concatenate([softmax(self.logits(X[i : i + batch_size], False, order))
                                    for i in range(0, len(X), batch_size)])
 
     def predict(self, X, batch_size=500):
@@ -250,7 +262,7 @@ class Sequential:
         N = len(X_train)
         num_batches = -(-N // batch_size)
         live = verbose >= 1 and sys.stdout.isatty()
-        layer_order = self._fast_order()
+        steps = self.training_steps()
         for epoch in range(epochs):
             self.current_learning_rate = self.learning_rate * self.lr_decay ** epoch
             order = self.rng.permutation(N) if shuffle else np.arange(N)
@@ -262,7 +274,7 @@ class Sequential:
                 Xb, yb = X_train[idx], y_train[idx]
                 if augment is not None:
                     Xb = augment(Xb, self.rng)
-                logits = self._forward(Xb, True, layer_order)   # the largest logit is the likeliest class
+                logits = self.logits(Xb, True, steps)   # the largest logit is the likeliest class
                 correct += int((logits.argmax(axis=1) == yb).sum())
                 total_loss += self.backward(Xb, yb) * len(idx)
                 if (live and b % max(1, num_batches // 50) == 0) or (

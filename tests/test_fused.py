@@ -101,10 +101,10 @@ def test_conv_max_pool_numerical_gradients(rng, case):
     assert max(errors.values()) < 1e-6, errors
 
 
-def test_fast_order_fuses_each_conv_with_the_max_pool_after_it():
+def test_training_steps_fuse_each_conv_with_the_max_pool_after_it():
     """Training runs Conv -> ReLU -> MaxPool as ConvMaxPool -> ReLU, where the pool's windows tile the input;
     overlapping windows, the loops version and a BatchNorm in between keep the separate layers."""
-    names = lambda model: [type(step).__name__ for step in model._fast_order()]
+    names = lambda model: [type(step).__name__ for step in model.training_steps()]
     assert names(SimpleCNN()) == ["ConvMaxPool", "ReLU", "Flatten", "FullyConnectedLayer"]
     assert names(cnn.networks.two_conv_net()) == ["ConvLayer", "ReLU", "ConvMaxPool", "ReLU", "Flatten",
                                                    "FullyConnectedLayer"]
@@ -113,7 +113,7 @@ def test_fast_order_fuses_each_conv_with_the_max_pool_after_it():
                               FullyConnectedLayer(2 * 4 * 4, 10, rng=1)], input_shape=(1, 8, 8))
     assert names(overlapping) == ["ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer"]
     assert "ConvMaxPool" not in names(cnn.networks.deep_cnn())
-    fused = SimpleCNN()._fast_order()[0]
+    fused = SimpleCNN().training_steps()[0]
     assert fused.params is fused.conv.params
 
 

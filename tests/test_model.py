@@ -253,7 +253,7 @@ def _logits_and_grads(model, X, y, order):
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = np.random.default_rng(0)   # the same dropout masks in both runs
-    logits = model._forward(X, True, order)
+    logits = model.logits(X, True, order)
     _, dout = cnn.softmax_cross_entropy(logits, y)
     for layer in reversed(order):
         dout = layer.gradient(dout)
@@ -274,7 +274,7 @@ def test_relu_after_the_pool_gives_exactly_the_listed_orders_outputs_and_gradien
     X = rng.standard_normal((5, C, H, W)).astype(np.float32)
     X[:, :, : H // 2] = 0.0                                    # blank rows: windows of equal values
     y = rng.integers(0, 10, 5)
-    fast = model._fast_order()
+    fast = model.training_steps()
     swapped = [i for i, layer in enumerate(model.layers) if isinstance(layer, ReLU)
                and i + 1 < len(model.layers) and isinstance(model.layers[i + 1], MaxPoolLayer)]
     assert swapped and all(fast[i] is model.layers[i + 1] and fast[i + 1] is model.layers[i] for i in swapped)
@@ -294,7 +294,7 @@ def test_training_order_with_fused_conv_and_pool_gives_the_listed_orders_results
     X = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
     X[:, :, :14] = 0.0
     y = rng.integers(0, 10, 5)
-    fast = model._fast_order()
+    fast = model.training_steps()
     assert any(isinstance(step, cnn.fused.ConvMaxPool) for step in fast)
     listed_logits, listed_grads = _logits_and_grads(model, X, y, model.layers)
     fast_logits, fast_grads = _logits_and_grads(model, X, y, fast)
