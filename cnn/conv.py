@@ -221,13 +221,15 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
     return np.ascontiguousarray(dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3))
 
 
-#: Columns per block in :func:`matmul_in_blocks`, and the largest small matrix for which it uses blocks.
-MATMUL_BLOCK = 4096
-MATMUL_BLOCK_MAX_SMALL = 512
+#: :func:`matmul_in_blocks` cuts a product into blocks of ``MATMUL_BLOCK_OUTPUT // M`` columns (so that each
+#: block of the (M, columns) result holds 32,768 numbers, 128 KB in float32), and only when the small
+#: matrix has at most ``MATMUL_BLOCK_MAX_SMALL`` entries.
+MATMUL_BLOCK_OUTPUT = 32768
+MATMUL_BLOCK_MAX_SMALL = 1024
 
 
 def matmul_in_blocks(A, B, transpose_b=False):
-    """``A @ B`` (or ``A @ B.T``), computed over blocks of ``MATMUL_BLOCK`` columns of B when it pays.
+    """``A @ B`` (or ``A @ B.T``), computed over blocks of columns of B when it pays.
 
     The products of a convolution layer are long and thin: ``(F, C*K*K) @ (C*K*K, N*OH*OW)`` has a few
     rows and tens of thousands of columns. When the small matrix (``F x C*K*K``, here ``A.shape[0] x
@@ -246,18 +248,19 @@ def matmul_in_blocks(A, B, transpose_b=False):
     ndarray of shape (M, K) if ``transpose_b`` (``A @ B.T``, summed over the blocks) else (M, P)
     """
     P = B.shape[1]
-    if A.shape[0] * B.shape[0] > MATMUL_BLOCK_MAX_SMALL or P <= MATMUL_BLOCK:
+    block = max(1, MATMUL_BLOCK_OUTPUT // A.shape[0])
+    if A.shape[0] * B.shape[0] > MATMUL_BLOCK_MAX_SMALL or P <= block:
         return A @ B.T if transpose_b else A @ B
     if transpose_b:
         out = np.zeros((A.shape[0], B.shape[0]), dtype=np.result_type(A, B))
-        for start in range(0, P, MATMUL_BLOCK):
-            block = slice(start, start + MATMUL_BLOCK)
-            out += A[:, block] @ B[:, block].T
+        for start in range(0, P, block):
+            columns = slice(start, start + block)
+            out += A[:, columns] @ B[:, columns].T
         return out
     out = np.empty((A.shape[0], P), dtype=np.result_type(A, B))
-    for start in range(0, P, MATMUL_BLOCK):
-        block = slice(start, start + MATMUL_BLOCK)
-        np.matmul(A, B[:, block], out=out[:, block])
+    for start in range(0, P, block):
+        columns = slice(start, start + block)
+        np.matmul(A, B[:, columns], out=out[:, columns])
     return out
 
 
@@ -378,19 +381,10 @@ class ConvLayer(Layer):
         """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias appended."""
         return np.concatenate([self.weights.reshape(self.num_filters, -1), self.biases[:, None]], axis=1)
 
-    def _set_grads(self, dout_F, cols):
-        """``self.grads`` from dout_F (F, P) and the columns (C*K*K + 1, P) that produced the output."""
-        # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in `cols`
-        # makes the last column the sum of dout itself, the gradient of the bias.
-        d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)   # (F, C*K*K + 1)
-        dW = d_weights_and_biases[:, :-1].reshape(self.weights.shape)
+    def _set_grads(self, dW, db):
+        """Keep dW (F, C, K, K) and db (F,) as ``self.grads``, in the parameters' dtype."""
         self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
-                      "biases": d_weights_and_biases[:, -1].astype(self.biases.dtype, copy=False)}
-
-    def _input_gradient(self, dout_F, X_shape):
-        """dX (N, C, H, W) from dout_F (F, N*OH*OW), the gradient of the output in im2col's column order."""
-        dcols = matmul_in_blocks(self.weights.reshape(self.num_filters, -1).T, dout_F)   # (C*K*K, N*OH*OW)
-        return col2im(dcols, X_shape, self.filter_size, self.stride, self.padding)
+                      "biases": db.astype(self.biases.dtype, copy=False)}
 
     def _workspace(self, name, shape, dtype, last_row=None):
         """A buffer kept by the layer between batches; zero-filled when (re)allocated, except its last
@@ -418,12 +412,17 @@ class ConvLayer(Layer):
 
         if self.impl == "loops":
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
-            self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
-                          "biases": db.astype(self.biases.dtype, copy=False)}
+            self._set_grads(dW, db)
             return dX if input_grad else None
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
-        self._set_grads(dout_F, cols)
-        return self._input_gradient(dout_F, X.shape) if input_grad else None
+        # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in `cols`
+        # makes the last column the sum of dout itself, the gradient of the bias.
+        d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)   # (F, C*K*K + 1)
+        self._set_grads(d_weights_and_biases[:, :-1].reshape(self.weights.shape), d_weights_and_biases[:, -1])
+        if not input_grad:
+            return None
+        dcols = matmul_in_blocks(self.weights.reshape(F, -1).T, dout_F)   # (C*K*K, N*OH*OW)
+        return col2im(dcols, X.shape, K, s, p)
 
     def backward(self, dout, learning_rate=0.01):
         """Backpropagate ``dout`` (N, F, OH, OW), update the parameters by plain SGD, return dX (N, C, H, W).

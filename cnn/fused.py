@@ -2,60 +2,73 @@
 
 Explained in the chapter *Performance*.
 
-Run as two layers, max pooling reads the convolution's output through ``P*P`` strided views (for a
-2x2 pool: every other pixel of every other row), and each element-wise step over such a view walks
-thousands of short rows. But the convolution is free to compute its output pixels in any order: they
-are the columns of one matrix product. :func:`im2col_by_window` orders the columns by their position
-``(di, dj)`` inside the pooling window first, so the product ``W @ cols`` comes out as ``P*P``
-contiguous blocks, block ``k = di*P + dj`` holding pixel ``(di, dj)`` of every window; max pooling is
-then an element-wise maximum over whole blocks, and its backward pass writes whole blocks too.
+Max pooling with non-overlapping ``P x P`` windows after a convolution (``K x K`` filters, stride ``s``)
+needs, for each window, the ``P*P`` convolution outputs inside it. Together they read an ``A x A`` patch
+of the input, ``A = K + s*(P - 1)`` (4 x 4 for SimpleCNN's 3x3 filters and 2x2 windows), and the patches
+of neighbouring windows lie ``s*P`` pixels apart. So the pair is one convolution with ``A x A`` filters
+and stride ``s*P`` that computes ``F*P*P`` outputs per window: for each filter ``f`` and each position
+``(di, dj)`` in the window, the filter placed at offset ``(s*di, s*dj)`` in an ``A x A`` block of zeros
+(:func:`expand_filters`). Max pooling is then the element-wise maximum over the ``P*P`` groups of
+outputs, which the matrix product delivers as ``P*P`` contiguous blocks: no strided views.
 
-:class:`ConvMaxPool` does this for a :class:`~cnn.conv.ConvLayer` followed by a
-:class:`~cnn.layers.MaxPoolLayer` whose windows neither overlap nor leave gaps (``stride == pool_size``).
-It computes what the two layers compute one after the other (the same pooled values, the same winners
-on ties, the gradients up to the rounding of sums taken in another order), and uses the layers' own
-weights and gradients, so ``Sequential`` can run it in place of the pair without anything else noticing.
+Against the two layers, im2col copies ``C*A*A`` numbers per window instead of ``C*K*K*P*P`` (16 instead of
+36 for SimpleCNN), and the pooling walks whole blocks. The price is the zeros in the expanded filters,
+``(A / K)**2`` times the multiply-adds: cheap where, as in a first layer, memory traffic and not
+arithmetic sets the pace.
+
+:class:`ConvMaxPool` runs a :class:`~cnn.conv.ConvLayer` and a :class:`~cnn.layers.MaxPoolLayer`
+whose windows tile the image (``stride == pool_size``) this way, with the layers' own weights and
+gradients, so ``Sequential`` can run it in place of the pair. It computes the same pooled values and the
+same winners on ties; the gradients agree up to the rounding of sums taken in another order.
 """
 import numpy as np
 
 from ._checks import check_dout, require_forward
-from .conv import ConvLayer, matmul_in_blocks, patch_windows
+from .conv import ConvLayer, col2im, im2col, matmul_in_blocks
 from .layers import MaxPoolLayer, max_with_winner, route_to_winner
 
 
-def im2col_by_window(X, K, stride, padding, P, out=None, padded=None):
-    """im2col with its columns ordered by the position in a ``P x P`` pooling window of the output.
+def expand_filters(weights, stride, P):
+    """The filter bank of a convolution fused with ``P x P`` max pooling.
 
     Parameters
     ----------
-    X : ndarray of shape (N, C, H, W)
-    K, stride, padding : int
-        The convolution's filter size, stride and padding, giving an (OH, OW) output.
-    P : int
-        The side of the (non-overlapping) pooling windows; ``OH2 = OH // P``, ``OW2 = OW // P``.
-        Output pixels in the last ``OH % P`` rows and ``OW % P`` columns belong to no window and are left out.
-    out, padded : optional buffers, as in :func:`cnn.conv.im2col`
+    weights : ndarray of shape (F, C, K, K)
+    stride : int, the convolution's stride ``s``
+    P : int, the side of the pooling windows (and their stride)
 
     Returns
     -------
-    cols : ndarray of shape (C * K * K, P * P * N * OH2 * OW2)
-        Column ``((di * P + dj) * N + n) * OH2 * OW2 + i * OW2 + j`` is the patch under output pixel
-        ``(P*i + di, P*j + dj)`` of image ``n``, in the ``(C, K, K)`` order of a filter.
+    expanded : ndarray of shape (F * P * P, C, A, A), ``A = K + s*(P - 1)``
+        Filter ``(f * P + di) * P + dj`` is ``weights[f]`` at offset ``(s*di, s*dj)`` in zeros. Applied
+        with stride ``s*P``, its output at window ``(i, j)`` is the convolution's output pixel
+        ``(P*i + di, P*j + dj)``.
     """
-    windows = patch_windows(X, K, stride, padding, padded)           # (N, C, OH, OW, K, K)
-    N, C, OH, OW = windows.shape[:4]
-    OH2, OW2 = OH // P, OW // P
-    # Split each output axis into (window, position in the window); both are plain views.
-    windows = windows[:, :, : OH2 * P, : OW2 * P].reshape(N, C, OH2, P, OW2, P, K, K)
-    taps = windows.transpose(1, 6, 7, 3, 5, 0, 2, 4)                   # (C, K, K, di, dj, N, OH2, OW2)
-    if out is None:
-        return taps.reshape(C * K * K, -1)
-    np.copyto(out.reshape(taps.shape), taps)
-    return out
+    F, C, K, _ = weights.shape
+    A = K + stride * (P - 1)
+    expanded = np.zeros((F, P, P, C, A, A), dtype=weights.dtype)
+    for di in range(P):
+        for dj in range(P):
+            expanded[:, di, dj, :, stride * di : stride * di + K, stride * dj : stride * dj + K] = weights
+    return expanded.reshape(F * P * P, C, A, A)
+
+
+def fold_filters(d_expanded, stride, P, K):
+    """The adjoint of :func:`expand_filters`: the gradient of the (F, C, K, K) weights from that of the
+    (F*P*P, C, A, A) expanded bank. Each weight appears in ``P*P`` expanded filters, so it collects the
+    sum of their gradients at its ``P*P`` offsets."""
+    FPP, C, A, _ = d_expanded.shape
+    d_expanded = d_expanded.reshape(FPP // (P * P), P, P, C, A, A)
+    dW = np.zeros((FPP // (P * P), C, K, K), dtype=d_expanded.dtype)
+    for di in range(P):
+        for dj in range(P):
+            dW += d_expanded[:, di, dj, :, stride * di : stride * di + K, stride * dj : stride * dj + K]
+    return dW
 
 
 class ConvMaxPool:
-    """``conv`` then ``pool``, computed as one step from columns ordered by window position.
+    """``conv`` then ``pool`` in one step: one strided convolution with expanded filters, then a maximum
+    over contiguous blocks.
 
     Parameters
     ----------
@@ -101,41 +114,43 @@ class ConvMaxPool:
                              f"{OH}x{OW} output of the convolution")
         N, C, H, W = X.shape
         K, s, p = conv.filter_size, conv.stride, conv.padding
-        OH2, OW2 = OH // P, OW // P
-        shape = (C * K * K + 1, P * P * N * OH2 * OW2)
+        A, OH2, OW2 = K + s * (P - 1), OH // P, OW // P        # one A x A patch per pooling window
+        shape = (C * A * A + 1, N * OH2 * OW2)
         if training:   # the same buffers from batch to batch, as in ConvLayer.forward
             padded = conv._workspace("padded", (N, C, H + 2 * p, W + 2 * p), X.dtype) if p else None
-            cols = conv._workspace("cols_by_window", shape, X.dtype, last_row=1)
+            cols = conv._workspace("cols_fused", shape, X.dtype, last_row=1)
         else:
             padded, cols = None, np.empty(shape, dtype=X.dtype)
             cols[-1] = 1                                                    # the bias trick's row of ones
-        im2col_by_window(X, K, s, p, P, out=cols[:-1], padded=padded)
-        out = matmul_in_blocks(conv._weights_and_biases(), cols).reshape(F, P * P, -1)   # (F, P*P, N*OH2*OW2)
-        # Max pooling: the element-wise maximum of the P*P blocks, each a contiguous (F, N*OH2*OW2) slab.
+        im2col(X, A, s * P, p, out=cols[:-1], padded=padded)               # (C*A*A, N*OH2*OW2)
+        # Rows (f, di, dj): each filter at each position in the window, each with the filter's bias.
+        weights = np.concatenate([expand_filters(conv.weights, s, P).reshape(F * P * P, -1),
+                                  np.repeat(conv.biases, P * P)[:, None]], axis=1)
+        out = matmul_in_blocks(weights, cols).reshape(F, P * P, -1)        # (F, P*P, N*OH2*OW2)
+        # Max pooling: the element-wise maximum of the P*P blocks out[:, k], each a contiguous slab
+        # with the same window in the same place.
         pooled, winner = max_with_winner([out[:, k] for k in range(P * P)])
-        self._cache = (X, cols, winner, (N, F, OH2, OW2)) if training else None
+        self._cache = (X, cols, weights, winner, (N, F, OH2, OW2)) if training else None
         return pooled.reshape(F, N, OH2, OW2).transpose(1, 0, 2, 3)
 
     def gradient(self, dout, input_grad=True):
         """Set ``conv.grads`` from dout (N, F, OH2, OW2); return dX (N, C, H, W), or None with ``input_grad=False``."""
         require_forward("ConvMaxPool", self._cache)
-        X, cols, winner, out_shape = self._cache
+        X, cols, weights, winner, out_shape = self._cache
         conv, P = self.conv, self.pool.pool_size
+        K, s, p = conv.filter_size, conv.stride, conv.padding
         N, F, OH2, OW2 = out_shape
-        M = N * OH2 * OW2
         dout = check_dout("ConvMaxPool", dout, out_shape)
-        d = dout.transpose(1, 0, 2, 3).reshape(F, M)          # free when dout is laid out like the output
+        d = dout.transpose(1, 0, 2, 3).reshape(F, -1)          # free when dout is laid out like the output
         # Max pooling's backward pass, block by block: each window's gradient goes to its winner.
-        dblocks = np.empty((F, P * P, M), dtype=np.result_type(d, cols))
+        dblocks = np.empty((F, P * P, d.shape[1]), dtype=np.result_type(d, cols))
         route_to_winner(d, winner, [dblocks[:, k] for k in range(P * P)])
-        dblocks = dblocks.reshape(F, -1)                      # the output gradient in cols' column order
-        conv._set_grads(dblocks, cols)
+        dblocks = dblocks.reshape(F * P * P, -1)                # the gradient of the product's output
+        d_weights = matmul_in_blocks(dblocks, cols, transpose_b=True)       # (F*P*P, C*A*A + 1)
+        C, A = X.shape[1], K + s * (P - 1)
+        conv._set_grads(fold_filters(d_weights[:, :-1].reshape(F * P * P, C, A, A), s, P, K),
+                        d_weights[:, -1].reshape(F, P * P).sum(axis=1))
         if not input_grad:
             return None
-        # The input gradient needs the plain column order of im2col: put each block back in place,
-        # with zeros on output pixels that belong to no window.
-        _, OH, OW = conv.output_shape(X.shape[1:])
-        dconv = np.zeros((F, N, OH, OW), dtype=dblocks.dtype)
-        np.copyto(dconv[:, :, : OH2 * P, : OW2 * P].reshape(F, N, OH2, P, OW2, P),
-                  dblocks.reshape(F, P, P, N, OH2, OW2).transpose(0, 3, 4, 1, 5, 2))
-        return conv._input_gradient(dconv.reshape(F, -1), X.shape)
+        dcols = matmul_in_blocks(weights[:, :-1].T, dblocks)                 # (C*A*A, N*OH2*OW2)
+        return col2im(dcols, X.shape, A, s * P, p)

@@ -212,13 +212,17 @@ def test_package_exports_the_activity_api():
         assert callable(getattr(cnn, name)), name
 
 
-@pytest.mark.parametrize("M, K, P", [(8, 10, 25088), (3, 4, 4097), (2, 5, 12289), (40, 30, 9000), (1, 1, 5)])
-def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P):
-    """In blocks or in one call, A @ B and A @ B.T equal NumPy's product (float64, so to rounding only)."""
+@pytest.mark.parametrize("M, K, P, blocks", [(8, 10, 25088, 7), (32, 17, 6300, 7), (64, 3, 1500, 3),
+                                           (3, 4, 4097, 1), (40, 30, 9000, 1), (1, 1, 5, 1)])
+def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P, blocks, monkeypatch):
+    """In blocks (of 32768 // M columns, for small M x K, the last block partial) or in one call, A @ B and
+    A @ B.T equal NumPy's product (float64, so to rounding only)."""
     A, B, D = rng.standard_normal((M, K)), rng.standard_normal((K, P)), rng.standard_normal((M, P))
-    uses_blocks = M * K <= cnn.conv.MATMUL_BLOCK_MAX_SMALL and P > cnn.conv.MATMUL_BLOCK
-    assert uses_blocks == (M * K <= 512 and P > 4096)
+    calls = []
+    matmul = np.matmul
+    monkeypatch.setattr(cnn.conv.np, "matmul", lambda *args, **kw: calls.append(1) or matmul(*args, **kw))
     assert_allclose(cnn.conv.matmul_in_blocks(A, B), A @ B, rtol=1e-12, atol=1e-12)
+    assert len(calls) == (blocks if blocks > 1 else 0)   # one call per block; `A @ B` itself when one
     assert_allclose(cnn.conv.matmul_in_blocks(D, B, transpose_b=True), D @ B.T, rtol=1e-12, atol=1e-10)
 
 

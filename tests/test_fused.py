@@ -5,8 +5,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
 from cnn import ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential, SimpleCNN
-from cnn.conv import im2col
-from cnn.fused import ConvMaxPool, im2col_by_window
+from cnn.fused import ConvMaxPool, expand_filters, fold_filters
 from cnn.gradcheck import check_layer
 from conftest import case_id, distinct_values, make_conv
 
@@ -28,34 +27,51 @@ def two_layers(case, dtype=np.float64):
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
-def test_im2col_by_window_is_im2col_with_its_columns_reordered(rng, case):
-    """Column ((di*P + dj)*N + n)*OH2*OW2 + i*OW2 + j of im2col_by_window is im2col's column for
-    output pixel (P*i + di, P*j + dj) of image n; pixels outside every window are left out."""
+def test_expanded_filters_at_stride_s_times_p_compute_every_output_of_every_window(rng, case):
+    """Expanded filter (f, di, dj), applied with stride s*P, gives output pixel (P*i + di, P*j + dj) of the
+    convolution at window (i, j): for every window that fits, and only those."""
     N, C, H, W, F, K, s, p, P = case
+    conv = make_conv(F, C, K, s, p)
     X = rng.standard_normal((N, C, H, W))
-    plain = im2col(X, K, s, p)
-    OH, OW = (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1
-    OH2, OW2 = OH // P, OW // P
-    by_window = im2col_by_window(X, K, s, p, P)
-    assert by_window.shape == (C * K * K, P * P * N * OH2 * OW2)
-    expected = [plain[:, (n * OH + P * i + di) * OW + P * j + dj]
-                for di in range(P) for dj in range(P) for n in range(N) for i in range(OH2) for j in range(OW2)]
-    assert_array_equal(by_window, np.stack(expected, axis=1))
-    out = np.full((C * K * K, by_window.shape[1]), np.nan)
-    assert im2col_by_window(X, K, s, p, P, out=out) is out
-    assert_array_equal(out, by_window)
+    plain = conv.forward(X)                                               # (N, F, OH, OW)
+    expanded = expand_filters(conv.weights, s, P)
+    A = K + s * (P - 1)
+    assert expanded.shape == (F * P * P, C, A, A)
+    big = ConvLayer(F * P * P, A, C, stride=s * P, padding=p, dtype=np.float64)
+    big.weights[...] = expanded
+    big.biases[...] = np.repeat(conv.biases, P * P)
+    out = big.forward(X)                                                  # (N, F*P*P, OH2, OW2)
+    OH2, OW2 = plain.shape[2] // P, plain.shape[3] // P
+    assert out.shape == (N, F * P * P, OH2, OW2)
+    for di in range(P):
+        for dj in range(P):
+            assert_allclose(out.reshape(N, F, P, P, OH2, OW2)[:, :, di, dj],
+                            plain[:, :, di : P * OH2 : P, dj : P * OW2 : P], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
+def test_fold_filters_is_the_adjoint_of_expand_filters(rng, case):
+    """<expand(W), G> = <W, fold(G)> for every W and G: fold_filters is the transpose of the linear map
+    expand_filters, which is what makes it the right backward pass."""
+    N, C, H, W, F, K, s, p, P = case
+    A = K + s * (P - 1)
+    weights = rng.standard_normal((F, C, K, K))
+    G = rng.standard_normal((F * P * P, C, A, A))
+    folded = fold_filters(G, s, P, K)
+    assert folded.shape == weights.shape
+    assert_allclose(np.sum(expand_filters(weights, s, P) * G), np.sum(weights * folded), rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
 def test_conv_max_pool_equals_the_two_layers(rng, case):
-    """Forward: exactly pool(conv(X)). Backward: the two layers' dX, dW and db (float64: to 1e-12)."""
+    """Forward and backward: the two layers' output, dX, dW and db (float64: to 1e-12)."""
     N, C, H, W, F, K, s, p, P = case
     conv, pool = two_layers(case)
     fused = ConvMaxPool(conv, pool)
     X = rng.standard_normal((N, C, H, W))
     expected = pool.forward(conv.forward(X))
     out = fused.forward(X)
-    assert_array_equal(out, expected)
+    assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     dout = rng.standard_normal(out.shape)
     dX_ref = conv.gradient(pool.gradient(dout))
     grads_ref = {name: g.copy() for name, g in conv.grads.items()}
