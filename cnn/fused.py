@@ -18,8 +18,9 @@ arithmetic sets the pace.
 
 :class:`ConvMaxPool` runs a :class:`~cnn.conv.ConvLayer` and a :class:`~cnn.layers.MaxPoolLayer`
 whose windows tile the image (``stride == pool_size``) this way, with the layers' own weights and
-gradients, so ``Sequential`` can run it in place of the pair. It computes the same pooled values and the
-same winners on ties; the gradients agree up to the rounding of sums taken in another order.
+gradients, so ``Sequential`` can run it in place of the pair. Its pooled values are the two layers'
+(the expanded filters only add zeros to the same sums; we measured them equal bit for bit in float32),
+ties go to the same winner, and the gradients agree up to the rounding of sums taken in another order.
 """
 import numpy as np
 
