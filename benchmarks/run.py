@@ -114,7 +114,7 @@ def worker_scaling(kind):
                            input_shape=(1, size, size))
         X = rng.random((batch_size, 1, size, size), dtype=np.float32)
         y = rng.integers(0, 10, batch_size)
-        order = model.training_steps()   # as training runs the layers (the ReLU after the max pool)
+        order = model.training_steps()   # as training runs them (conv and pool fused, then the ReLU)
         ms = _median_ms(lambda: (model.logits(X, True, order), model.backward(X, y)), repeats=max(5, 2048 // batch_size))
         rows.append({"batch_size": batch_size, "image_size": size, "ms_per_step": ms,
                      "us_per_image": 1000 * ms / batch_size})

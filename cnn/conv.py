@@ -148,22 +148,6 @@ def conv_backward_loops(X, weights, dout, stride=1, padding=0):
 # --------------------------------------------------------------------------------------------------
 
 
-def patch_windows(X, K, stride=1, padding=0, padded=None):
-    """A read-only strided view of every ``K x K`` patch of X: shape (N, C, OH, OW, K, K), nothing copied.
-
-    ``windows[n, c, i, j]`` is the patch of channel ``c`` under output pixel ``(i, j)`` of image ``n``.
-    With ``padding``, X is first copied into ``padded`` (an (N, C, H + 2*padding, W + 2*padding) buffer
-    whose border is zero), or into a new zero-bordered array.
-    """
-    N, C, H, W = X.shape
-    if padding:
-        if padded is None:
-            padded = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=X.dtype)
-        padded[:, :, padding : padding + H, padding : padding + W] = X   # the border stays zero
-        X = padded
-    return sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
-
-
 def im2col(X, K, stride=1, padding=0, out=None, padded=None):
     """Unfold a batch so that a convolution becomes one matrix product.
 
@@ -185,8 +169,14 @@ def im2col(X, K, stride=1, padding=0, out=None, padded=None):
         Column ``(n * OH + i) * OW + j`` is the patch under output pixel ``(i, j)`` of image ``n``,
         in the ``(C, K, K)`` order of a filter.
     """
-    windows = patch_windows(X, K, stride, padding, padded)   # (N, C, OH, OW, K, K), no pixel copied yet
-    N, C = X.shape[:2]
+    N, C, H, W = X.shape
+    if padding:
+        if padded is None:
+            padded = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=X.dtype)
+        padded[:, :, padding : padding + H, padding : padding + W] = X   # the border stays zero
+        X = padded
+    # A read-only strided view of shape (N, C, OH, OW, K, K): no pixel is copied yet.
+    windows = sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
     OH, OW = windows.shape[2:4]
     # The one copy. Putting (C, K, K) first keeps each image row (OW pixels) contiguous in the copy,
     # which is several times faster than the (N*OH*OW, C*K*K) layout with its 3-pixel inner rows.
@@ -342,7 +332,7 @@ class ConvLayer(Layer):
         out : ndarray of shape (N, F, OH, OW)
         """
         X, F, OH, OW = self._check_input("ConvLayer.forward", X)
-        N, C, H, W = X.shape
+        N = X.shape[0]
         K, s, p = self.filter_size, self.stride, self.padding
 
         if self.impl == "loops":
@@ -352,15 +342,7 @@ class ConvLayer(Layer):
         # The bias trick: one extra row of ones at the bottom of `cols` and the biases as one extra
         # column of the weights, so that the matrix product adds the biases (and, in the backward
         # pass, the same product also sums the gradient of the biases).
-        if training:
-            # Reuse the same two buffers from batch to batch; the row of ones is written only once,
-            # when the buffer is made, because im2col never touches it.
-            padded = self._workspace("padded", (N, C, H + 2 * p, W + 2 * p), X.dtype) if p else None
-            cols = self._workspace("cols", (C * K * K + 1, N * OH * OW), X.dtype, last_row=1)
-        else:
-            padded, cols = None, np.empty((C * K * K + 1, N * OH * OW), dtype=X.dtype)
-            cols[-1] = 1
-        im2col(X, K, s, p, out=cols[:-1], padded=padded)               # (C*K*K, N*OH*OW) above the ones
+        cols = self._columns(X, K, s, training, "cols")               # (C*K*K + 1, N*OH*OW)
         out = matmul_in_blocks(self._weights_and_biases(), cols)     # (F, N*OH*OW)
         self._cache = (X, cols) if training else None
         # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view without copying.
@@ -378,6 +360,25 @@ class ConvLayer(Layer):
         K = self.filter_size
         _check_geometry(where, H, W, K, K, self.stride, self.padding)
         return (X,) + self.output_shape((C, H, W))
+
+    def _columns(self, X, K, stride, training, name):
+        """``im2col(X, K, stride, self.padding)`` above a row of ones: shape (C*K*K + 1, N*OH*OW).
+
+        In training the padded batch and the result live in buffers that the layer keeps from batch to
+        batch (``name`` tells the result's apart); the row of ones is written only once, when the buffer
+        is made, because im2col never touches it.
+        """
+        N, C, H, W = X.shape
+        p = self.padding
+        shape = (C * K * K + 1, N * output_size(H, K, stride, p) * output_size(W, K, stride, p))
+        if training:
+            padded = self._workspace("padded", (N, C, H + 2 * p, W + 2 * p), X.dtype) if p else None
+            cols = self._workspace(name, shape, X.dtype, last_row=1)
+        else:
+            padded, cols = None, np.empty(shape, dtype=X.dtype)
+            cols[-1] = 1
+        im2col(X, K, stride, p, out=cols[:-1], padded=padded)
+        return cols
 
     def _weights_and_biases(self):
         """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias appended."""

@@ -25,7 +25,7 @@ ties go to the same winner, and the gradients agree up to the rounding of sums t
 import numpy as np
 
 from ._checks import check_dout, require_forward
-from .conv import ConvLayer, col2im, im2col, matmul_in_blocks
+from .conv import ConvLayer, col2im, matmul_in_blocks
 from .layers import MaxPoolLayer, max_with_winner, route_to_winner
 
 
@@ -113,17 +113,10 @@ class ConvMaxPool:
         if P > OH or P > OW:
             raise ValueError(f"ConvMaxPool.forward: the {P}x{P} pool window is larger than the "
                              f"{OH}x{OW} output of the convolution")
-        N, C, H, W = X.shape
-        K, s, p = conv.filter_size, conv.stride, conv.padding
+        N = X.shape[0]
+        K, s = conv.filter_size, conv.stride
         A, OH2, OW2 = K + s * (P - 1), OH // P, OW // P        # one A x A patch per pooling window
-        shape = (C * A * A + 1, N * OH2 * OW2)
-        if training:   # the same buffers from batch to batch, as in ConvLayer.forward
-            padded = conv._workspace("padded", (N, C, H + 2 * p, W + 2 * p), X.dtype) if p else None
-            cols = conv._workspace("cols_fused", shape, X.dtype, last_row=1)
-        else:
-            padded, cols = None, np.empty(shape, dtype=X.dtype)
-            cols[-1] = 1                                                    # the bias trick's row of ones
-        im2col(X, A, s * P, p, out=cols[:-1], padded=padded)               # (C*A*A, N*OH2*OW2)
+        cols = conv._columns(X, A, s * P, training, "cols_fused")          # (C*A*A + 1, N*OH2*OW2)
         # Rows (f, di, dj): each filter at each position in the window, each with the filter's bias.
         weights = np.concatenate([expand_filters(conv.weights, s, P).reshape(F * P * P, -1),
                                   np.repeat(conv.biases, P * P)[:, None]], axis=1)
@@ -140,7 +133,7 @@ class ConvMaxPool:
         X, cols, weights, winner, out_shape = self._cache
         conv, P = self.conv, self.pool.pool_size
         K, s, p = conv.filter_size, conv.stride, conv.padding
-        N, F, OH2, OW2 = out_shape
+        F = out_shape[1]
         dout = check_dout("ConvMaxPool", dout, out_shape)
         d = dout.transpose(1, 0, 2, 3).reshape(F, -1)          # free when dout is laid out like the output
         # Max pooling's backward pass, block by block: each window's gradient goes to its winner.
