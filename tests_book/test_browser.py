@@ -48,7 +48,7 @@ const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || 
 ready.then(() => {
   const images = [...document.images];
   const math = [...document.querySelectorAll('.math')];
-  const cells = [...document.querySelectorAll('div.cell')].filter(c => !c.classList.contains('tag_raises-exception'));
+  const cells = [...document.querySelectorAll('div.cell')];
   done({
     title: document.title,
     mathjax: !!window.MathJax,

@@ -1,0 +1,130 @@
+"""cnn.book: the checks behind the book's sentences, errors shown on purpose, spreads over seeds."""
+import os
+
+import numpy as np
+import pytest
+
+from cnn.book import (ChapterClock, ClaimError, Spread, claim, compare, exceeds_noise, expect_error,
+                      format_duration, over_seeds, spread)
+
+
+def test_claim_passes_silently_when_it_holds():
+    assert claim(2 > 1, "two is more than one", a=2, b=1) is None
+
+
+def test_claim_quotes_the_sentence_and_the_figures():
+    with pytest.raises(ClaimError) as info:
+        claim(0.82 > 1, "an Adam epoch takes longer than an SGD epoch", ratio=0.82, epochs=3)
+    message = str(info.value)
+    assert '"an Adam epoch takes longer than an SGD epoch"' in message
+    assert "ratio = 0.82" in message and "epochs = 3" in message
+
+
+def test_claim_accepts_numpy_booleans():
+    claim(np.bool_(True), "numpy's True holds")
+    with pytest.raises(ClaimError):
+        claim(np.float64(1.0) < 0.5, "a numpy comparison that fails")
+
+
+def test_expect_error_prints_the_message(capsys):
+    with expect_error(ValueError, "4 dimensions"):
+        raise ValueError("expected 4 dimensions (N, C, H, W); got 3")
+    assert capsys.readouterr().out == "ValueError: expected 4 dimensions (N, C, H, W); got 3\n"
+
+
+def test_expect_error_fails_when_nothing_is_raised():
+    with pytest.raises(ClaimError, match="raised nothing"):
+        with expect_error(ValueError):
+            pass
+
+
+def test_expect_error_fails_on_another_message():
+    with pytest.raises(ClaimError, match="whose message contains 'shape'"):
+        with expect_error(ValueError, "shape"):
+            raise ValueError("dtype")
+
+
+def test_expect_error_lets_another_type_through():
+    with pytest.raises(TypeError):
+        with expect_error(ValueError):
+            raise TypeError("not a ValueError")
+
+
+def test_spread_mean_std_and_format():
+    s = spread([0.97, 0.98, 0.99], 100)
+    assert s.mean == pytest.approx(98.0)
+    assert s.std == pytest.approx(1.0)          # sample standard deviation, ddof=1
+    assert (s.min, s.max) == pytest.approx((97.0, 99.0))
+    assert len(s) == 3
+    assert f"{s:.2f}" == "98.00 ± 1.00"
+    assert Spread((5.0,)).std == 0.0
+
+
+@pytest.mark.parametrize("values", [(), (1.0, float("nan")), (float("inf"),)])
+def test_spread_refuses_empty_or_non_finite(values):
+    with pytest.raises(ValueError, match="at least one finite value"):
+        Spread(values)
+
+
+def test_exceeds_noise_compares_the_gap_with_both_spreads():
+    a, b = spread([1.0, 2.0, 3.0]), spread([4.0, 5.0, 6.0])    # gap 3, stds 1 + 1
+    assert exceeds_noise(a, b) and exceeds_noise(b, a)
+    c = spread([2.5, 3.5, 4.5])                                  # gap 1.5 < 2
+    assert not exceeds_noise(a, c)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        exceeds_noise(Spread((1.0,)), b)
+
+
+def test_compare_picks_the_phrase():
+    low, high, middle = spread([1.0, 1.1, 0.9]), spread([5.0, 5.1, 4.9]), spread([0.8, 1.2, 1.0])
+    assert compare(high, low, "higher", "lower", "same") == "higher"
+    assert compare(low, high, "higher", "lower", "same") == "lower"
+    assert compare(low, middle, "higher", "lower", "same") == "same"
+
+
+def _square_and_pid(seed):
+    return seed * seed, os.getpid()
+
+
+def test_over_seeds_keeps_the_order_and_uses_worker_processes():
+    results = over_seeds(_square_and_pid, [3, 1, 2], processes=2)
+    assert [r[0] for r in results] == [9, 1, 4]
+    assert all(pid != os.getpid() for _, pid in results)
+
+
+def test_over_seeds_in_this_process():
+    results = over_seeds(_square_and_pid, [2, 5], processes=1)
+    assert results == [(4, os.getpid()), (25, os.getpid())]
+
+
+_RNG = np.random.default_rng(0)
+_X, _Y = _RNG.random((64, 1, 28, 28), dtype=np.float32), _RNG.integers(0, 10, 64)
+
+
+def _train_simple_cnn(seed):
+    from cnn import SimpleCNN
+
+    model = SimpleCNN(seed=seed)
+    model.train(_X, _Y, epochs=1, batch_size=16, verbose=0)
+    return model.predict_proba(_X[:8])
+
+
+def test_over_seeds_trains_the_same_networks_as_a_loop():
+    """Forked workers give bit-identical training to training in this process."""
+    parallel = over_seeds(_train_simple_cnn, [0, 1], processes=2)
+    serial = over_seeds(_train_simple_cnn, [0, 1], processes=1)
+    for p, s in zip(parallel, serial):
+        np.testing.assert_array_equal(p, s)
+    assert not np.array_equal(parallel[0], parallel[1])
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (44.6, "45 s"), (59.4, "59 s"), (60, "1 min 00 s"),
+                                           (192.2, "3 min 12 s")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_chapter_clock_counts_up():
+    clock = ChapterClock()
+    first = clock.seconds()
+    assert 0 <= first <= clock.seconds()
