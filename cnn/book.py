@@ -8,6 +8,7 @@ the day the sentence stops being true. Comparisons between training runs are mad
 fails if the error is not raised. :class:`ChapterClock` times a chapter's code for its opening line.
 """
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 class ClaimError(AssertionError):
@@ -155,8 +157,9 @@ def _available_cores():
 def over_seeds(run, seeds, processes=None):
     """``[run(seed) for seed in seeds]``, computed in parallel worker processes.
 
-    Training a network uses one BLAS thread (see ``Sequential.blas_threads``), so on a machine with
-    several cores, several seeds train at once in about the time of one. The workers are forked from
+    Each worker runs with one BLAS thread (as ``Sequential`` trains anyway), so on a machine with
+    several cores, several seeds train at once in about the time of one, without their thread pools
+    competing. The workers are forked from
     the calling process, so ``run`` may be a function defined in a notebook; its results must be
     picklable (numbers, arrays, histories, models). Pass ``verbose=0`` to ``train`` inside ``run``.
 
@@ -174,7 +177,12 @@ def over_seeds(run, seeds, processes=None):
     if processes <= 1 or len(seeds) <= 1:
         return [run(seed) for seed in seeds]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        return pool.map(run, seeds, chunksize=1)
+        return pool.map(functools.partial(_single_threaded, run), seeds, chunksize=1)
+
+
+def _single_threaded(run, seed):
+    with threadpool_limits(limits=1, user_api="blas"):
+        return run(seed)
 
 
 def format_duration(seconds):
