@@ -1,13 +1,16 @@
 """Every built page opened in headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium): the page loads, every image loads, every equation is typeset by MathJax, and no error output
-is shown. A full-page screenshot of each is saved under _build/screenshots/."""
+is shown. A full-page screenshot of each is saved under _build/screenshots/. On the pages with an
+animation of a mechanism (cnn.animations), the player's controls are there and its frames change."""
 import functools
 import http.server
 import threading
+import time
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from conftest import HTML, ROOT, toc_pages
 
@@ -81,3 +84,80 @@ def test_page_in_browser(server, browser, page):
     browser.set_window_size(1280, min(max(state["height"], 800), 16000))
     browser.save_screenshot(str(SCREENSHOTS / f"{page}.png"))
     browser.set_window_size(1280, 1000)
+
+
+# The chapters that show an animation of a mechanism, drawn by cnn.animations with matplotlib's
+# JavaScript player (all frames embedded in the page, so it plays offline).
+ANIMATED_PAGES = ["convolution", "pooling", "conv_layer", "backprop_conv"]
+PLAYER_BUTTONS = ("First frame", "Previous frame", "Play", "Pause", "Next frame", "Last frame")
+
+ANIMATION_STATE = """
+return [...document.querySelectorAll('div.animation')].map(a => {
+  const img = a.querySelector('img'), slider = a.querySelector('input.anim-slider');
+  return {
+    src: img ? img.src : '',
+    loaded: !!img && img.complete && img.naturalWidth > 0,
+    width: img ? img.getBoundingClientRect().width : 0,
+    frames: slider ? Number(slider.max) + 1 : 0,          // set by the player's script once it has its frames
+    frame: slider ? Number(slider.value) : -1,
+    buttons: Object.fromEntries([...a.querySelectorAll('button')].map(b => {
+      const glyph = b.querySelector('span, i');
+      return [b.title, {shown: b.getBoundingClientRect().width > 0,
+                        glyph: glyph ? glyph.textContent.trim() : '',
+                        glyphWidth: glyph ? glyph.getBoundingClientRect().width : 0}];
+    })),
+  };
+});
+"""
+
+
+def _wait_for(browser, condition, timeout, what):
+    """Poll ``condition(state)`` on the page's animations; return the state, or fail saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = browser.execute_script(ANIMATION_STATE)
+        if condition(state):
+            return state
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}; the animations' state: {[{k: v for k, v in a.items() if k != 'src'} for a in state]}")
+        time.sleep(0.1)
+
+
+def _press(browser, animation, title):
+    button = animation.find_element(By.CSS_SELECTOR, f'button[title="{title}"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+
+
+@pytest.mark.parametrize("page", ANIMATED_PAGES)
+def test_animation_plays(server, browser, page):
+    """The player is there with visible buttons, stepping shows the next frame, and Play runs it."""
+    browser.get(f"{server}/{page}.html")
+    state = _wait_for(browser, lambda s: s and all(a["frames"] > 2 and a["loaded"] and a["width"] > 100 for a in s),
+                      20, f"{page}: no animation, or its player never loaded its frames")
+    for index, animation in enumerate(browser.find_elements(By.CSS_SELECTOR, "div.animation")):
+        buttons = state[index]["buttons"]
+        for title in PLAYER_BUTTONS:
+            assert title in buttons, f"{page}: the animation has no {title!r} button"
+            # A visible glyph: an icon from a web font that did not load (offline) would be empty.
+            assert buttons[title]["shown"] and buttons[title]["glyph"] and buttons[title]["glyphWidth"] > 2, \
+                f"{page}: the {title!r} button shows nothing: {buttons[title]}"
+        frames, first = state[index]["frames"], state[index]["src"]
+        assert state[index]["frame"] == 0, f"{page}: the animation does not start on its first frame"
+
+        _press(browser, animation, "Next frame")
+        state = _wait_for(browser, lambda s: s[index]["frame"] == 1 and s[index]["loaded"], 5,
+                          f"{page}: 'Next frame' did not move to frame 2")
+        assert state[index]["src"] != first, f"{page}: 'Next frame' left the same picture on screen"
+        second = state[index]["src"]
+
+        _press(browser, animation, "Play")
+        state = _wait_for(browser, lambda s: s[index]["frame"] >= 3 and s[index]["loaded"], 20,
+                          f"{page}: 'Play' did not advance the animation")
+        assert state[index]["src"] not in (first, second), f"{page}: playing did not change the picture"
+        _press(browser, animation, "Pause")
+
+        _press(browser, animation, "Last frame")
+        state = _wait_for(browser, lambda s: s[index]["frame"] == frames - 1 and s[index]["loaded"], 5,
+                          f"{page}: 'Last frame' did not show the last of {frames} frames")
+        assert state[index]["src"] not in (first, second)
