@@ -167,7 +167,8 @@ def over_seeds(run, seeds, processes=None):
     ----------
     run : callable
         ``run(seed)`` performs one experiment and returns its result.
-    seeds : sequence of int
+    seeds : sequence
+        The items to map over: seeds, or any picklable items such as ``(setting, seed)`` pairs.
     processes : int, optional
         Worker processes; default: one per seed, at most one per available core. 1 runs in this process.
     """

@@ -178,6 +178,7 @@ def _main(argv=None):
     X_train, y_train = X_train[: args.limit], y_train[: args.limit]
     model = SimpleCNN(seed=args.seed)
     if args.system == "keras":
+        import_keras().utils.set_random_seed(args.seed)  # Keras shuffles the batches itself: seeded, a run repeats
         history = train_keras(model, X_train, y_train, X_test, y_test, args.epochs, args.batch_size)
     else:
         history = model.train(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
