@@ -92,33 +92,48 @@ def show_feature_maps(maps, title="Feature maps", ncols=8, size=1.3, cmap="virid
     return fig
 
 
-def plot_history(histories, metrics=("loss", "val_accuracy"), title=None):
-    """Learning curves: one panel per metric, one line per run.
+def plot_history(histories, metrics=("loss", "val_accuracy"), title=None, percent=False):
+    """Learning curves: one panel per metric, one line per run, or per setting trained over several seeds.
 
     Parameters
     ----------
     histories : dict
-        Maps a run's name to the history dict returned by ``train``.
-    metrics : sequence of str
-        Keys of the history dicts, e.g. ``"loss"``, ``"accuracy"``, ``"val_accuracy"``.
+        Maps a run's name to the history dict returned by ``train``, or to a list of such dicts, one per
+        seed: then the line is the mean over the seeds and a band shows mean ± one (sample) standard
+        deviation.
+    metrics : sequence of str, or dict
+        Keys of the history dicts, e.g. ``"loss"``, ``"accuracy"``, ``"val_accuracy"``; a dict maps each
+        key to the title of its panel.
+    percent : bool
+        Show accuracies in percent.
     """
     names = {"loss": "training loss", "accuracy": "training accuracy", "val_loss": "test loss",
              "val_accuracy": "test accuracy", "seconds": "seconds per epoch"}
+    if not isinstance(metrics, dict):
+        metrics = {metric: names.get(metric, metric) for metric in metrics}
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes.flat, metrics):
-        for name, history in histories.items():
-            values = history[metric]
-            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+    for ax, (metric, label) in zip(axes.flat, metrics.items()):
+        scale = 100 if percent and "accuracy" in metric else 1
+        for name, runs in histories.items():
+            runs = runs if isinstance(runs, (list, tuple)) else [runs]
+            values = scale * np.array([run[metric] for run in runs], dtype=np.float64)   # (seeds, epochs)
+            epochs = np.arange(1, values.shape[1] + 1)
+            mean = values.mean(axis=0)
+            legend = name if len(runs) == 1 else f"{name} (mean ± std, {len(runs)} seeds)"
+            (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=legend)
+            if len(runs) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.25)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
-        ax.set_ylabel(names.get(metric, metric))
-        ax.set_title(names.get(metric, metric))
+        ax.set_ylabel(label)
+        ax.set_title(label)
         ax.grid(alpha=0.3)
-        if len(histories) > 1:
-            ax.legend()
+        if len(histories) > 1 or len(runs) > 1:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -37,3 +37,24 @@ def test_show_filters_draws_one_panel_per_filter():
     fig = viz.show_filters(np.random.default_rng(0).standard_normal((8, 1, 3, 3)))
     assert sum(1 for ax in fig.axes if ax.images) == 8
     matplotlib.pyplot.close(fig)
+
+
+def test_plot_history_over_seeds_draws_the_mean_and_a_band_of_one_std():
+    seeds = [{"loss": [1.0, 0.5], "val_accuracy": [0.90, 0.95]},
+             {"loss": [3.0, 1.5], "val_accuracy": [0.92, 0.97]}]
+    single = {"loss": [2.0, 1.0], "val_accuracy": [0.5, 0.6]}
+    fig = viz.plot_history({"over seeds": seeds, "one run": single},
+                           metrics={"loss": "loss", "val_accuracy": "test accuracy (%)"}, percent=True)
+    loss_ax, acc_ax = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "test accuracy (%)"]
+    mean_line, single_line = loss_ax.lines
+    assert_array_equal(mean_line.get_ydata(), [2.0, 1.0])
+    assert_array_equal(single_line.get_ydata(), [2.0, 1.0])
+    assert "2 seeds" in mean_line.get_label() and single_line.get_label() == "one run"
+    (band,) = loss_ax.collections                                   # one band: only the seeded run has one
+    band_y = band.get_paths()[0].vertices[:, 1]
+    std = np.std([[1.0, 0.5], [3.0, 1.5]], axis=0, ddof=1)
+    assert np.isclose(band_y.min(), (np.array([2.0, 1.0]) - std).min())
+    assert np.isclose(band_y.max(), (np.array([2.0, 1.0]) + std).max())
+    np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [91.0, 96.0])   # accuracies in percent
+    matplotlib.pyplot.close(fig)
