@@ -249,6 +249,13 @@ def _colors(shape, fill=PLAIN):
     return np.full(shape, fill, dtype=object)
 
 
+def _padding_mask(H, W, padding):
+    """True on the zeros that padding adds around an (H, W) input: shape (H + 2p, W + 2p)."""
+    is_pad = np.ones((H + 2 * padding, W + 2 * padding), dtype=bool)
+    is_pad[padding : padding + H, padding : padding + W] = False
+    return is_pad
+
+
 def _window_outline(grid, name, window, size):
     """Outline a window whose top-left corner is ``window = (r, c)`` and whose size is ``(h, w)``, or hide it."""
     grid.box(name, None if window is None else (window[0], window[0] + size[0], window[1], window[1] + size[1]))
@@ -318,8 +325,7 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
     grid_k = _Grid(axes[1], (KH, KW), f"kernel ({KH}×{KW})")
     grid_out = _Grid(axes[2], (OH, OW), f"output ({OH}×{OW}), stride {stride}")
     grid_k.show(kernel)
-    is_pad = np.ones((Hp, Wp), dtype=bool)
-    is_pad[padding : padding + H, padding : padding + W] = False
+    is_pad = _padding_mask(H, W, padding)
     caption = fig.text(0.5, 0.03, "", ha="center", fontsize=10)
     fig.subplots_adjust(left=0.05, right=0.98, top=0.86, bottom=0.14)
 
@@ -535,8 +541,7 @@ def animate_im2col(image, weights, biases=None, stride=1, padding=0, interval=80
                      f"weights @ cols + b; row f reshaped to {OH}×{OW} is feature map f", fontsize=9,
                      row_labels=[f"f={f}" for f in range(F)], col_labels=pixels)
     grid_w.show(W_mat)
-    is_pad = np.ones((Hp, Wp), dtype=bool)
-    is_pad[padding : padding + H, padding : padding + W] = False
+    is_pad = _padding_mask(H, W, padding)
     caption = fig.text(0.5, 0.02, "", ha="center", fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.1)
 
