@@ -80,3 +80,11 @@ def test_page_opens_with_its_run_time(html_dir, page):
     text = opening.get_text(" ", strip=True) if opening else ""
     assert re.search(r"Running this chapter.s code took \d+( min \d+)? s when this book was built", text), (
         f"{page}: the first paragraph does not give the chapter's run time: {text[:200]!r}")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_glued_numbers_read_as_numbers(html_dir, page):
+    """A NumPy scalar glued as is shows as ``np.float64(98.95)`` (and fails any format spec): glue floats."""
+    pasted = [span.get_text() for span in _soup(page).select(".pasted-text, .pasted-inline")]
+    bad = [text for text in pasted if re.match(r"\(?'?np\.", text)]
+    assert not bad, f"{page}: glued values shown as NumPy reprs: {bad[:5]}"
