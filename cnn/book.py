@@ -23,9 +23,22 @@ class ClaimError(AssertionError):
     """A sentence of the book about a computed result does not hold for this build's results."""
 
 
+def _short(value):
+    """A figure for an error message: floats to 6 significant digits, also inside lists, dicts and arrays."""
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.6g}"
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, precision=6, threshold=20)
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_short(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 def _figures(figures):
-    return ", ".join(f"{name} = {value!r}" if not isinstance(value, float) else f"{name} = {value:.6g}"
-                     for name, value in figures.items())
+    return ", ".join(f"{name} = {_short(value)}" for name, value in figures.items())
 
 
 def claim(holds, sentence, **figures):

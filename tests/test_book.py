@@ -20,6 +20,15 @@ def test_claim_quotes_the_sentence_and_the_figures():
     assert "ratio = 0.82" in message and "epochs = 3" in message
 
 
+def test_claim_shows_floats_short_inside_containers():
+    with pytest.raises(ClaimError) as info:
+        claim(False, "s", runs=(60.660000000000004, 56.53), by_name={"a": np.float64(0.1 + 0.2)},
+              grid=np.array([1 / 3, 2 / 3]), one=(1.5,))
+    message = str(info.value)
+    assert "runs = (60.66, 56.53)" in message and "by_name = {'a': 0.3}" in message
+    assert "grid = [0.333333 0.666667]" in message and "one = (1.5,)" in message
+
+
 def test_claim_accepts_numpy_booleans():
     claim(np.bool_(True), "numpy's True holds")
     with pytest.raises(ClaimError):
