@@ -12,6 +12,7 @@ import functools
 import math
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -190,6 +191,10 @@ def over_seeds(run, seeds, processes=None):
         processes = min(len(seeds), _available_cores())
     if processes <= 1 or len(seeds) <= 1:
         return [run(seed) for seed in seeds]
+    if "jax" in sys.modules:
+        # JAX's thread pools do not survive a fork: the workers could deadlock.
+        raise RuntimeError("over_seeds forks worker processes, and this process has imported JAX, which is not "
+                           "fork-safe; run the framework in a subprocess of its own, or pass processes=1")
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         return pool.map(functools.partial(_single_threaded, run), seeds, chunksize=1)
 
