@@ -261,6 +261,16 @@ def _window_outline(grid, name, window, size):
     grid.box(name, None if window is None else (window[0], window[0] + size[0], window[1], window[1] + size[1]))
 
 
+def _show_padded_input(grid, padded, is_pad, window, size):
+    """Draw the padded input: padding shaded, the window at ``window = (r, c)`` of ``size`` highlighted."""
+    colors = _colors(padded.shape)
+    colors[is_pad] = PAD
+    if window is not None:
+        colors[window[0] : window[0] + size[0], window[1] : window[1] + size[1]] = WINDOW
+    grid.show(padded, colors)
+    _window_outline(grid, "window", window, size)
+
+
 def _as_float_matrix(name, array):
     """``array`` as a float64 ndarray of shape (rows, columns), or a ValueError naming it."""
     array = np.asarray(array, dtype=np.float64)
@@ -330,17 +340,13 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
     fig.subplots_adjust(left=0.05, right=0.98, top=0.86, bottom=0.14)
 
     def draw(frame):
-        colors = _colors((Hp, Wp))
-        colors[is_pad] = PAD
         out_colors = np.where(np.isnan(frame["out"]), PLAIN, DONE).astype(object)
         window = None
         if frame["position"] is not None:
             i, j = frame["position"]
             window = (i * stride, j * stride)
-            colors[window[0] : window[0] + KH, window[1] : window[1] + KW] = WINDOW
             out_colors[i, j] = CURRENT
-        grid_in.show(padded, colors)
-        _window_outline(grid_in, "window", window, (KH, KW))
+        _show_padded_input(grid_in, padded, is_pad, window, (KH, KW))
         grid_out.show(frame["out"], out_colors)
         _window_outline(grid_out, "current", frame["position"], (1, 1))
         caption.set_text(frame["caption"])
@@ -546,17 +552,13 @@ def animate_im2col(image, weights, biases=None, stride=1, padding=0, interval=80
     fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.1)
 
     def draw(frame):
-        colors = _colors((Hp, Wp))
-        colors[is_pad] = PAD
         col_colors = np.where(np.isnan(frame["cols"]), PLAIN, DONE).astype(object)
         window = column = None
         if frame["position"] is not None:
             i, j = frame["position"]
             window, column = (i * stride, j * stride), i * OW + j
-            colors[window[0] : window[0] + K, window[1] : window[1] + K] = WINDOW
             col_colors[:, column] = WINDOW
-        grid_in.show(padded, colors)
-        _window_outline(grid_in, "window", window, (K, K))
+        _show_padded_input(grid_in, padded, is_pad, window, (K, K))
         grid_cols.show(frame["cols"], col_colors)
         grid_cols.box("column", None if column is None else (0, K * K, column, column + 1))
         done = not np.isnan(frame["out"]).any()

@@ -114,11 +114,12 @@ def plot_history(histories, metrics=("loss", "val_accuracy"), title=None, percen
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
+    histories = {name: runs if isinstance(runs, (list, tuple)) else [runs] for name, runs in histories.items()}
+    several_lines_or_seeds = len(histories) > 1 or any(len(runs) > 1 for runs in histories.values())
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, (metric, label) in zip(axes.flat, metrics.items()):
         scale = 100 if percent and "accuracy" in metric else 1
         for name, runs in histories.items():
-            runs = runs if isinstance(runs, (list, tuple)) else [runs]
             values = scale * np.array([run[metric] for run in runs], dtype=np.float64)   # (seeds, epochs)
             epochs = np.arange(1, values.shape[1] + 1)
             mean = values.mean(axis=0)
@@ -132,7 +133,7 @@ def plot_history(histories, metrics=("loss", "val_accuracy"), title=None, percen
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
-        if len(histories) > 1 or len(runs) > 1:
+        if several_lines_or_seeds:
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
