@@ -4,27 +4,31 @@ The names below are the activity's public API::
 
     from cnn import convolve2d, ConvLayer, MaxPoolLayer, ReLU, Flatten, FullyConnectedLayer
     from cnn import softmax, cross_entropy_loss, SimpleCNN, evaluate, load_mnist
+
+A new layer subclasses :class:`cnn.Layer` (see :mod:`cnn.layer`); nothing else in the package changes.
 """
+from .layer import Layer
 from .conv import ConvLayer, col2im, conv_backward_loops, conv_forward_loops, convolve2d, im2col, output_size
 from .data import DataIntegrityError, load_mnist, load_mnist_prepared, prepare_images
 from .gradcheck import check_layer, check_model, numerical_gradient, numerical_gradient_array, rel_error
-from .layers import Dropout, Flatten, FullyConnectedLayer, Layer, MaxPoolLayer, ReLU
+from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
 from .losses import (cross_entropy_from_logits, cross_entropy_loss, log_softmax, softmax, softmax_cross_entropy,
                      softmax_cross_entropy_gradient)
-from .model import Sequential, SimpleCNN, evaluate
-from .optim import SGD, Adam, Momentum
+from .model import Sequential
+from .train import evaluate
+from .networks import DEEP_CNN_TRAINING, SimpleCNN, deep_cnn, two_conv_net
+from .optim import SGD, Adam, Momentum, Optimizer
 from .batchnorm import BatchNorm
 from .augment import affine_transform, augment_batch, elastic_distortion, random_affine, train_with_augmentation
 from .io import ModelFileError, load_model, save_model
-from .networks import DEEP_CNN_TRAINING, deep_cnn, two_conv_net
-from .fused import ConvMaxPool
+from .conv_maxpool import ConvMaxPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "convolve2d", "ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer", "softmax",
     "cross_entropy_loss", "SimpleCNN", "evaluate", "load_mnist",
-    "Dropout", "Layer", "Sequential", "SGD", "Momentum", "Adam",
+    "Dropout", "Layer", "Sequential", "Optimizer", "SGD", "Momentum", "Adam",
     "im2col", "col2im", "conv_forward_loops", "conv_backward_loops", "output_size",
     "log_softmax", "cross_entropy_from_logits", "softmax_cross_entropy", "softmax_cross_entropy_gradient",
     "numerical_gradient", "numerical_gradient_array", "rel_error", "check_layer", "check_model",

@@ -16,8 +16,8 @@ from pathlib import Path
 from .augment import train_with_augmentation
 from .data import DataIntegrityError, load_mnist_prepared
 from .io import ModelFileError, load_model, save_model
-from .model import SimpleCNN, evaluate
-from .networks import DEEP_CNN_TRAINING, deep_cnn, two_conv_net
+from .networks import DEEP_CNN_TRAINING, SimpleCNN, deep_cnn, two_conv_net
+from .train import evaluate
 
 #: For each model: the function that builds it (from ``seed`` and, optionally, ``learning_rate``) and its
 #: default epochs and batch size. The default learning rate is the model's own.

@@ -15,7 +15,7 @@ on the other images in the batch.
 import numpy as np
 
 from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
-from .layers import Layer
+from .layer import Layer
 
 
 class BatchNorm(Layer):
@@ -42,6 +42,7 @@ class BatchNorm(Layer):
     """
 
     def __init__(self, num_features, momentum=0.9, eps=1e-5, dtype=np.float32):
+        super().__init__()
         self.num_features = check_int("BatchNorm: num_features", num_features, 1)
         self.momentum = check_positive_float("BatchNorm: momentum", momentum, allow_zero=True)
         if self.momentum >= 1:
@@ -54,7 +55,6 @@ class BatchNorm(Layer):
         self.running_var = np.ones(D, dtype=dtype)
         self.params = {"gamma": self.gamma, "beta": self.beta}
         self.buffers = {"running_mean": self.running_mean, "running_var": self.running_var}
-        self.grads = {}
         self._cache = None
 
     def __repr__(self):
@@ -112,7 +112,7 @@ class BatchNorm(Layer):
         out += beta
         return out
 
-    def gradient(self, dout):
+    def gradient(self, dout, input_grad=True):
         """Set ``grads["gamma"]`` and ``grads["beta"]`` (each (D,)) and return dX, shaped like X.
 
         With ``M`` values per feature and sums taken over the batch axes, the gradient through the
@@ -128,17 +128,10 @@ class BatchNorm(Layer):
         shape = (1, self.num_features) + (1,) * (x_hat.ndim - 2)
         dbeta = self._feature_sum(dout)
         dgamma = self._feature_sum(dout, x_hat)
-        self.grads = {"gamma": dgamma.astype(self.gamma.dtype, copy=False),
-                      "beta": dbeta.astype(self.beta.dtype, copy=False)}
+        self.set_grads(gamma=dgamma, beta=dbeta)
         # The formula above, evaluated in place in one array: dX = (dout - (dbeta + x_hat dgamma) / M) gamma inv_std
         dX = x_hat * (dgamma / M).reshape(shape)
         dX += (dbeta / M).reshape(shape)
         np.subtract(dout, dX, out=dX)
         dX *= (self.gamma * inv_std).reshape(shape)
-        return dX
-
-    def backward(self, dout, learning_rate=0.01):
-        """Backpropagate ``dout``, take a plain SGD step on gamma and beta, and return dX."""
-        dX = self.gradient(dout)
-        self.update(learning_rate)
         return dX

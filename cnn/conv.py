@@ -14,12 +14,23 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
-from .layers import Layer
+from .layer import Layer
 
 
 def output_size(size, kernel, stride=1, padding=0):
     """Length of a convolution or pooling output along one axis: ``(size + 2*padding - kernel) // stride + 1``."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def shifted_views(X, K, stride, OH, OW):
+    """The ``K*K`` strided views of X (..., H, W) that a ``K x K`` window sliding by ``stride`` sees.
+
+    View ``ki * K + kj`` has shape (..., OH, OW) and holds, at output position ``(i, j)``, the pixel
+    ``(i*stride + ki, j*stride + kj)``: the same tap of every window at once. Max pooling takes the
+    maximum over these views; :func:`col2im` adds each tap's gradient back onto its view.
+    """
+    return [X[..., ki : ki + stride * (OH - 1) + 1 : stride, kj : kj + stride * (OW - 1) + 1 : stride]
+            for ki in range(K) for kj in range(K)]
 
 
 def _check_geometry(where, H, W, KH, KW, stride, padding):
@@ -202,12 +213,11 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
     """
     N, C, H, W = X_shape
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
-    d = dcols.reshape(C, K, K, N, OH, OW)
+    d = dcols.reshape(C, K * K, N, OH, OW)
     dXp = np.zeros((C, N, H + 2 * padding, W + 2 * padding), dtype=dcols.dtype)
     # K*K strided additions, each covering every channel and image at once.
-    for ki in range(K):
-        for kj in range(K):
-            dXp[:, :, ki : ki + stride * (OH - 1) + 1 : stride, kj : kj + stride * (OW - 1) + 1 : stride] += d[:, ki, kj]
+    for k, view in enumerate(shifted_views(dXp, K, stride, OH, OW)):
+        view += d[:, k]
     return np.ascontiguousarray(dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3))
 
 
@@ -227,7 +237,7 @@ def matmul_in_blocks(A, B, transpose_b=False):
     the product two to four times faster in pieces of a few thousand columns than in one call; for
     larger small matrices one call was as fast or faster (the performance chapter measures both). The
     best piece was the one whose share of the result holds about 32,768 numbers: 4,096 columns for
-    SimpleCNN's 8 filters, 1,024 for the 32 expanded filters of its fused step (:mod:`cnn.fused`); twice
+    SimpleCNN's 8 filters, 1,024 for the 32 expanded filters of its fused step (:mod:`cnn.conv_maxpool`); twice
     as wide was up to twice as slow there. The result is the same up to the rounding of float sums.
 
     Parameters
@@ -254,6 +264,37 @@ def matmul_in_blocks(A, B, transpose_b=False):
         columns = slice(start, start + block)
         np.matmul(A, B[:, columns], out=out[:, columns])
     return out
+
+
+def columns_with_ones(X, K, stride, padding, workspace=None):
+    """``im2col(X, K, stride, padding)`` above a row of ones: shape (C*K*K + 1, N*OH*OW).
+
+    The row of ones is the bias trick's: multiplied by a matrix whose last column holds the biases, it
+    adds them. ``workspace`` is a dict in which a layer keeps the result and the padded batch from batch
+    to batch (None allocates fresh arrays): a training step then allocates neither, and the row of ones
+    is written only once, when its buffer is made, because im2col never touches it.
+    """
+    N, C, H, W = X.shape
+    shape = (C * K * K + 1, N * output_size(H, K, stride, padding) * output_size(W, K, stride, padding))
+    if workspace is None:
+        padded, cols = None, np.empty(shape, dtype=X.dtype)
+        cols[-1] = 1
+    else:
+        padded = _buffer(workspace, "padded", (N, C, H + 2 * padding, W + 2 * padding), X.dtype) if padding else None
+        cols = _buffer(workspace, "cols", shape, X.dtype, last_row=1)
+    im2col(X, K, stride, padding, out=cols[:-1], padded=padded)
+    return cols
+
+
+def _buffer(workspace, name, shape, dtype, last_row=None):
+    """``workspace[name]`` if it has this shape and dtype, else a new zero-filled one (its last row set to
+    ``last_row`` if given), kept there."""
+    buffer = workspace.get(name)
+    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+        buffer = workspace[name] = np.zeros(shape, dtype=dtype)
+        if last_row is not None:
+            buffer[-1] = last_row
+    return buffer
 
 
 class ConvLayer(Layer):
@@ -290,6 +331,7 @@ class ConvLayer(Layer):
 
     def __init__(self, num_filters, filter_size, num_channels, stride=1, padding=0,
                  weight_scale=None, rng=None, dtype=np.float32, impl="vectorized"):
+        super().__init__()
         self.num_filters = check_int("ConvLayer: num_filters", num_filters, 1)
         self.filter_size = check_int("ConvLayer: filter_size (the side of a square filter)", filter_size, 1)
         self.num_channels = check_int("ConvLayer: num_channels", num_channels, 1)
@@ -304,9 +346,8 @@ class ConvLayer(Layer):
         self.weights = (rng.standard_normal((F, C, K, K)) * scale).astype(dtype)
         self.biases = np.zeros(F, dtype=dtype)
         self.params = {"weights": self.weights, "biases": self.biases}
-        self.grads = {}
         self._cache = None
-        self._buffers = {}
+        self._workspace = {}   # buffers kept from batch to batch (see columns_with_ones)
 
     def __repr__(self):
         return (f"ConvLayer(num_filters={self.num_filters}, filter_size={self.filter_size}, "
@@ -331,7 +372,7 @@ class ConvLayer(Layer):
         -------
         out : ndarray of shape (N, F, OH, OW)
         """
-        X, F, OH, OW = self._check_input("ConvLayer.forward", X)
+        X, F, OH, OW = self.check_input(X, "ConvLayer.forward")
         N = X.shape[0]
         K, s, p = self.filter_size, self.stride, self.padding
 
@@ -342,7 +383,7 @@ class ConvLayer(Layer):
         # The bias trick: one extra row of ones at the bottom of `cols` and the biases as one extra
         # column of the weights, so that the matrix product adds the biases (and, in the backward
         # pass, the same product also sums the gradient of the biases).
-        cols = self._columns(X, K, s, training, "cols")               # (C*K*K + 1, N*OH*OW)
+        cols = columns_with_ones(X, K, s, p, self._workspace if training else None)   # (C*K*K + 1, N*OH*OW)
         out = matmul_in_blocks(self._weights_and_biases(), cols)     # (F, N*OH*OW)
         self._cache = (X, cols) if training else None
         # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view without copying.
@@ -350,7 +391,7 @@ class ConvLayer(Layer):
         # the gradients they send back) keep this layout, and `dout_F` below is then a free reshape.
         return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
 
-    def _check_input(self, where, X):
+    def check_input(self, X, where="ConvLayer.forward"):
         """Check X (N, C, H, W) against the layer; return X and the output's ``F, OH, OW``."""
         X = check_array(f"{where}: X", X, ndim=4, shape_doc="(N, C, H, W)")
         N, C, H, W = X.shape
@@ -361,43 +402,9 @@ class ConvLayer(Layer):
         _check_geometry(where, H, W, K, K, self.stride, self.padding)
         return (X,) + self.output_shape((C, H, W))
 
-    def _columns(self, X, K, stride, training, name):
-        """``im2col(X, K, stride, self.padding)`` above a row of ones: shape (C*K*K + 1, N*OH*OW).
-
-        In training the padded batch and the result live in buffers that the layer keeps from batch to
-        batch (``name`` tells the result's apart); the row of ones is written only once, when the buffer
-        is made, because im2col never touches it.
-        """
-        N, C, H, W = X.shape
-        p = self.padding
-        shape = (C * K * K + 1, N * output_size(H, K, stride, p) * output_size(W, K, stride, p))
-        if training:
-            padded = self._workspace("padded", (N, C, H + 2 * p, W + 2 * p), X.dtype) if p else None
-            cols = self._workspace(name, shape, X.dtype, last_row=1)
-        else:
-            padded, cols = None, np.empty(shape, dtype=X.dtype)
-            cols[-1] = 1
-        im2col(X, K, stride, p, out=cols[:-1], padded=padded)
-        return cols
-
     def _weights_and_biases(self):
         """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias appended."""
         return np.concatenate([self.weights.reshape(self.num_filters, -1), self.biases[:, None]], axis=1)
-
-    def _set_grads(self, dW, db):
-        """Keep dW (F, C, K, K) and db (F,) as ``self.grads``, in the parameters' dtype."""
-        self.grads = {"weights": dW.astype(self.weights.dtype, copy=False),
-                      "biases": db.astype(self.biases.dtype, copy=False)}
-
-    def _workspace(self, name, shape, dtype, last_row=None):
-        """A buffer kept by the layer between batches; zero-filled when (re)allocated, except its last
-        row, which is set to ``last_row`` if given."""
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-            buffer = self._buffers[name] = np.zeros(shape, dtype=dtype)
-            if last_row is not None:
-                buffer[-1] = last_row
-        return buffer
 
     def gradient(self, dout, input_grad=True):
         """Gradients of the loss for a given ``dout`` of shape (N, F, OH, OW), without updating.
@@ -415,24 +422,15 @@ class ConvLayer(Layer):
 
         if self.impl == "loops":
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
-            self._set_grads(dW, db)
+            self.set_grads(weights=dW, biases=db)
             return dX if input_grad else None
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
         # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in `cols`
         # makes the last column the sum of dout itself, the gradient of the bias.
         d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)   # (F, C*K*K + 1)
-        self._set_grads(d_weights_and_biases[:, :-1].reshape(self.weights.shape), d_weights_and_biases[:, -1])
+        self.set_grads(weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
+                       biases=d_weights_and_biases[:, -1])
         if not input_grad:
             return None
         dcols = matmul_in_blocks(self.weights.reshape(F, -1).T, dout_F)   # (C*K*K, N*OH*OW)
         return col2im(dcols, X.shape, K, s, p)
-
-    def backward(self, dout, learning_rate=0.01):
-        """Backpropagate ``dout`` (N, F, OH, OW), update the parameters by plain SGD, return dX (N, C, H, W).
-
-        ``learning_rate=0`` computes the gradients (in ``self.grads``) and leaves the parameters unchanged.
-        """
-        check_positive_float("ConvLayer.backward: learning_rate", learning_rate, allow_zero=True)  # before any change
-        dX = self.gradient(dout)
-        self.update(learning_rate)
-        return dX

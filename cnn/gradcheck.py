@@ -50,6 +50,8 @@ def check_layer(layer, X, seed=0, h=1e-5):
 
     A random upstream gradient ``dout`` defines the scalar ``sum(forward(X) * dout)``; its numerical
     gradients with respect to X and to every parameter are compared with ``layer.gradient(dout)``.
+    It also checks the protocol of :class:`cnn.Layer`: ``gradient`` fills ``grads`` with exactly the
+    names and shapes of ``params`` and changes no parameter.
 
     Returns
     -------
@@ -60,7 +62,9 @@ def check_layer(layer, X, seed=0, h=1e-5):
     X = np.array(X, dtype=np.float64)
     out = layer.forward(X)
     dout = rng.standard_normal(out.shape)
+    before = {name: value.copy() for name, value in layer.params.items()}
     analytic_dX = layer.gradient(dout)
+    _check_protocol(layer, before)
     analytic = {name: np.array(g) for name, g in layer.grads.items()}
 
     def f():
@@ -72,6 +76,21 @@ def check_layer(layer, X, seed=0, h=1e-5):
     return errors
 
 
+def _check_protocol(layer, params_before):
+    """What ``gradient`` must do besides computing the right numbers (see :class:`cnn.Layer`)."""
+    name = type(layer).__name__
+    if set(layer.grads) != set(layer.params):
+        raise AssertionError(f"{name}.gradient must fill grads with one gradient per parameter: params has "
+                             f"{sorted(layer.params)}, grads has {sorted(layer.grads)}")
+    for key, value in layer.params.items():
+        if np.shape(layer.grads[key]) != value.shape:
+            raise AssertionError(f"{name}: grads[{key!r}] has shape {np.shape(layer.grads[key])}, but the "
+                                 f"parameter has shape {value.shape}")
+        if not np.array_equal(value, params_before[key]):
+            raise AssertionError(f"{name}.gradient changed the parameter {key!r}: it must only compute "
+                                 "gradients (an optimizer updates the parameters)")
+
+
 def check_model(model, X, y, h=1e-5, max_checks=100, seed=0):
     """Compare the whole model's gradients of the mean cross-entropy with numerical ones (use float64).
 
@@ -80,24 +99,17 @@ def check_model(model, X, y, h=1e-5, max_checks=100, seed=0):
 
     Returns the relative error for each parameter, keyed ``"<layer index>.<name>"``.
     """
+    from .losses import cross_entropy_from_logits, softmax_cross_entropy
+
     rng = np.random.default_rng(seed)
-    from .losses import cross_entropy_from_logits, softmax, softmax_cross_entropy_gradient
-
-    def logits():
-        out = X
-        for layer in model.layers:
-            out = layer.forward(out, training=True)
-        return out
-
-    dout = softmax_cross_entropy_gradient(softmax(logits()), y)
-    for layer in reversed(model.layers):
-        dout = layer.gradient(dout)
+    _, dlogits = softmax_cross_entropy(model.logits(X), y)
+    model.gradient(dlogits)
     analytic = {(i, name): np.array(g) for i, layer in enumerate(model.layers) for name, g in layer.grads.items()}
     errors = {}
     for (i, name), grad in analytic.items():
         flat = rng.choice(grad.size, size=min(max_checks, grad.size), replace=False)
         idx = [np.unravel_index(k, grad.shape) for k in flat]
-        numeric = numerical_gradient(lambda: cross_entropy_from_logits(logits(), y), model.layers[i].params[name],
-                                     h, indices=idx)
+        numeric = numerical_gradient(lambda: cross_entropy_from_logits(model.logits(X), y),
+                                     model.layers[i].params[name], h, indices=idx)
         errors[f"{i}.{name}"] = rel_error(np.array([grad[k] for k in idx]), np.array([numeric[k] for k in idx]))
     return errors

@@ -4,70 +4,64 @@ The file holds
 
 * ``architecture``: a 0-d unicode array with JSON text: the format name and version, the model's
   settings (learning rate, decay, seed, input shape, number of classes, optimizer name and settings)
-  and, for every layer, its type and constructor arguments, read from the layer's attributes;
+  and, for every layer, its class name and constructor arguments (:meth:`cnn.layer.Layer.config`);
 * ``layers.<i>.<name>``: every parameter array (``weights``, ``biases``, ``gamma``, ``beta``) and every
   buffer (a BatchNorm's ``running_mean`` and ``running_var``) of layer ``i``.
 
 Because nothing is pickled, loading runs no code from the file (``np.load(..., allow_pickle=False)``),
-and the file can be inspected with NumPy alone. The optimizer's state (momentum, Adam's moments) and
+and the file can be inspected with NumPy alone. A layer is rebuilt by looking its class name up among
+the layer classes defined in the loading process (:class:`cnn.layer.Layer` registers each one when it is
+defined), so a layer written in a notebook loads wherever its class has been defined again; no module
+named in a file is ever imported. The optimizer's state (momentum, Adam's moments) and
 the random generators' states are not saved: a loaded model predicts exactly as the saved one, and
 further training starts with fresh optimizer state.
 """
+import inspect
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .batchnorm import BatchNorm
-from .conv import ConvLayer
-from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
+from .config import plain
+from .layer import Layer
 from .model import Sequential
-from .optim import SGD, Adam, Momentum
+from .optim import Optimizer
 
 FORMAT_NAME = "cnn-model"
 FORMAT_VERSION = 1
-
-#: Layer type -> (class, names of the attributes that are its constructor arguments).
-LAYER_TYPES = {
-    "ConvLayer": (ConvLayer, ("num_filters", "filter_size", "num_channels", "stride", "padding")),
-    "MaxPoolLayer": (MaxPoolLayer, ("pool_size", "stride")),
-    "FullyConnectedLayer": (FullyConnectedLayer, ("input_size", "output_size", "learning_rate")),
-    "Dropout": (Dropout, ("rate",)),
-    "ReLU": (ReLU, ()),
-    "Flatten": (Flatten, ()),
-    "BatchNorm": (BatchNorm, ("num_features", "momentum", "eps")),
-}
-
-#: Optimizer type -> (class, names of the attributes that are its constructor arguments).
-OPTIMIZER_TYPES = {
-    "SGD": (SGD, ("learning_rate",)),
-    "Momentum": (Momentum, ("learning_rate", "momentum", "nesterov")),
-    "Adam": (Adam, ("learning_rate", "beta1", "beta2", "eps")),
-}
 
 
 class ModelFileError(ValueError):
     """A file cannot be loaded as a model: missing, unreadable, not a model, or of another format version."""
 
 
-def _describe(obj, types, what):
-    """``{"type": ..., "args": {...}}`` for a layer or an optimizer, from its attributes."""
+def _describe(obj, family, what):
+    """``{"type": ..., "args": {...}}`` for a layer or an optimizer: its class name and constructor arguments."""
     name = type(obj).__name__
-    if name not in types or type(obj) is not types[name][0]:
-        raise TypeError(f"save_model: cannot save {what} {obj!r}: supported types are {sorted(types)}")
-    _, arg_names = types[name]
-    return {"type": name, "args": {arg: _plain(getattr(obj, arg)) for arg in arg_names}}
+    if not isinstance(obj, family):
+        raise TypeError(f"save_model: cannot save {what} {obj!r}: it is not a cnn.{family.__name__}")
+    if family.registry.get(name) is not type(obj):
+        raise TypeError(f"save_model: cannot save {what} {obj!r}: another class named {name!r} has been "
+                        "defined since, and loading would build that one")
+    args = obj.config()
+    for arg, value in args.items():
+        if not _is_plain(value):
+            raise TypeError(f"save_model: cannot save {what} {obj!r}: its constructor argument {arg}={value!r} "
+                            "is not a plain value (a number, string, bool, None, or a list of them); keep "
+                            f"it as such, or give {name} a config() method that returns plain values")
+    return {"type": name, "args": args}
 
 
-def _plain(value):
-    """A NumPy scalar as the Python number JSON can write; anything else unchanged."""
-    return value.item() if isinstance(value, np.generic) else value
+def _is_plain(value):
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _arrays(layer):
-    """The arrays of a layer to save: its parameters and, for BatchNorm, its running statistics."""
-    return {**layer.params, **getattr(layer, "buffers", {})}
+    """The arrays of a layer to save: its parameters and its buffers (BatchNorm's running statistics)."""
+    return {**layer.params, **layer.buffers}
 
 
 def save_model(model, path):
@@ -87,20 +81,20 @@ def save_model(model, path):
     """
     layers, arrays = [], {}
     for i, layer in enumerate(model.layers):
-        spec = _describe(layer, LAYER_TYPES, "layer")
+        spec = _describe(layer, Layer, f"layer {i}")
         params = _arrays(layer)
         if params:
             spec["dtype"] = str(next(iter(params.values())).dtype)
         layers.append(spec)
         for name, value in params.items():
             arrays[f"layers.{i}.{name}"] = value
-    optimizer = None if model.optimizer is None else _describe(model.optimizer, OPTIMIZER_TYPES, "optimizer")
+    optimizer = None if model.optimizer is None else _describe(model.optimizer, Optimizer, "optimizer")
     architecture = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "class": type(model).__name__,
-        "model": {"learning_rate": model.learning_rate, "lr_decay": model.lr_decay, "seed": _plain(model.seed),
-                  "input_shape": [_plain(n) for n in model.input_shape], "num_classes": model.num_classes},
+        "model": {"learning_rate": model.learning_rate, "lr_decay": model.lr_decay, "seed": plain(model.seed),
+                  "input_shape": plain(tuple(model.input_shape)), "num_classes": model.num_classes},
         "optimizer": optimizer,
         "layers": layers,
     }
@@ -154,11 +148,9 @@ def _read(path):
 
 def _build_layer(i, spec, arrays):
     """Construct layer ``i`` from its spec and copy its saved arrays into its live arrays."""
-    if spec.get("type") not in LAYER_TYPES:
-        raise ValueError(f"layer {i} has unknown type {spec.get('type')!r}; known types are {sorted(LAYER_TYPES)}")
-    cls, _ = LAYER_TYPES[spec["type"]]
+    cls = Layer.lookup(spec.get("type"))    # ValueError naming the known layer classes if it is not defined here
     kwargs = dict(spec.get("args", {}))
-    if "dtype" in spec:
+    if "dtype" in spec and "dtype" in inspect.signature(cls.__init__).parameters:
         kwargs["dtype"] = np.dtype(spec["dtype"])
     layer = cls(**kwargs)
     for name, value in _arrays(layer).items():
@@ -200,9 +192,7 @@ def load_model(path):
             raise ValueError(f"arrays {sorted(arrays)} belong to no layer")
         optimizer = architecture.get("optimizer")
         if optimizer is not None:
-            if optimizer.get("type") not in OPTIMIZER_TYPES:
-                raise ValueError(f"unknown optimizer type {optimizer.get('type')!r}")
-            optimizer = OPTIMIZER_TYPES[optimizer["type"]][0](**optimizer["args"])
+            optimizer = Optimizer.lookup(optimizer.get("type"))(**optimizer["args"])
         model = Sequential(layers, optimizer=optimizer, **architecture["model"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)

@@ -172,7 +172,7 @@ def _main(argv=None):
     args = parser.parse_args(argv)
 
     from .data import load_mnist_prepared
-    from .model import SimpleCNN
+    from .networks import SimpleCNN
 
     (X_train, y_train), (X_test, y_test) = load_mnist_prepared()
     X_train, y_train = X_train[: args.limit], y_train[: args.limit]

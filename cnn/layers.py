@@ -1,54 +1,23 @@
 """The layers around the convolution: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer (Parts 3 to 6), and Dropout.
 
-Every layer has ``forward(X)`` and ``backward(dout)`` side by side. Layers with parameters also have
-``params`` (the live arrays) and ``grads`` (their gradients from the last backward), which is what the
-gradient checker and the optimizers use; ``gradient(dout)`` computes gradients without updating and
-``update(learning_rate)`` takes one plain SGD step.
+Each is a :class:`~cnn.layer.Layer`: ``forward(X, training=True)`` and ``gradient(dout, input_grad=True)``
+side by side, and, for the dense layer, ``params`` and ``grads``. The activity's ``backward`` methods
+(``ReLU.backward(dout)``, ``FullyConnectedLayer.backward(X, dout)``, ...) come from the protocol.
 """
 import math
 
 import numpy as np
 
 from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
-
-
-class Layer:
-    """Base class: a layer without parameters. Subclasses set ``params`` and ``grads``."""
-
-    params = {}  # replaced by a per-instance dict in layers that have parameters; never mutated here
-    grads = {}
-
-    def gradient(self, dout):
-        """Gradient with respect to the input (and ``self.grads``), without changing any parameter."""
-        return self.backward(dout)
-
-    def update(self, learning_rate):
-        """One plain SGD step in place: ``param -= learning_rate * grad`` for every parameter."""
-        learning_rate = check_positive_float(f"{type(self).__name__}.update: learning_rate", learning_rate,
-                                             allow_zero=True)
-        if self.params and not self.grads:
-            raise RuntimeError(f"{type(self).__name__}.update called before any backward pass")
-        if learning_rate == 0:
-            return
-        for name, value in self.params.items():
-            value -= learning_rate * self.grads[name]   # in place: params stay the live arrays
-
-    def num_params(self):
-        """Number of trainable numbers in this layer."""
-        return int(sum(p.size for p in self.params.values()))
-
-    def output_shape(self, input_shape):
-        """Shape of one output for one input of shape ``input_shape`` (no batch axis)."""
-        return tuple(input_shape)
-
-    def __repr__(self):
-        return f"{type(self).__name__}()"
+from .conv import output_size, shifted_views
+from .layer import Layer
 
 
 class ReLU(Layer):
     """Rectified linear unit, ``f(x) = max(0, x)``, applied element by element (Part 4)."""
 
     def __init__(self):
+        super().__init__()
         self._out = None
 
     def forward(self, X, training=True):
@@ -58,7 +27,7 @@ class ReLU(Layer):
         self._out = out if training else None   # out > 0 exactly where X > 0: no separate mask to keep
         return out
 
-    def backward(self, dout):
+    def gradient(self, dout, input_grad=True):
         """The gradient passes where the input was positive and is 0 elsewhere."""
         require_forward("ReLU", self._out)
         dout = check_dout("ReLU", dout, self._out.shape)
@@ -69,6 +38,7 @@ class Flatten(Layer):
     """Reshape (N, C, H, W) to (N, C*H*W), the bridge from feature maps to a dense layer (Part 5)."""
 
     def __init__(self):
+        super().__init__()
         self._input_shape = None
 
     def forward(self, X, training=True):
@@ -79,7 +49,7 @@ class Flatten(Layer):
         self._input_shape = X.shape
         return X.reshape(X.shape[0], -1)
 
-    def backward(self, dout):
+    def gradient(self, dout, input_grad=True):
         """Reshape the gradient (N, C*H*W) back to the input's shape (N, C, H, W)."""
         require_forward("Flatten", self._input_shape)
         N = self._input_shape[0]
@@ -138,6 +108,7 @@ class MaxPoolLayer(Layer):
     """
 
     def __init__(self, pool_size=2, stride=2, impl="vectorized"):
+        super().__init__()
         self.pool_size = check_int("MaxPoolLayer: pool_size", pool_size, 1)
         self.stride = check_int("MaxPoolLayer: stride", stride, 1)
         if impl not in ("vectorized", "loops"):
@@ -151,13 +122,7 @@ class MaxPoolLayer(Layer):
     def output_shape(self, input_shape):
         C, H, W = input_shape
         P, s = self.pool_size, self.stride
-        return (C, (H - P) // s + 1, (W - P) // s + 1)
-
-    def _windows(self, X, OH, OW):
-        """The P*P strided views of X, one per position (ki, kj) in the window: each (N, C, OH, OW)."""
-        P, s = self.pool_size, self.stride
-        return [X[:, :, ki : ki + s * (OH - 1) + 1 : s, kj : kj + s * (OW - 1) + 1 : s]
-                for ki in range(P) for kj in range(P)]
+        return (C, output_size(H, P, s), output_size(W, P, s))
 
     def forward(self, X, training=True):
         X = check_array("MaxPoolLayer.forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
@@ -178,11 +143,11 @@ class MaxPoolLayer(Layer):
                             out[n, c, i, j] = window.flat[winner[n, c, i, j]]
         else:
             # Instead of nested loops over pixels: P*P element-wise steps over whole strided views.
-            out, winner = max_with_winner(self._windows(X, OH, OW))
+            out, winner = max_with_winner(shifted_views(X, P, s, OH, OW))
         self._cache = (X, winner) if training else None
         return out
 
-    def backward(self, dout):
+    def gradient(self, dout, input_grad=True):
         """Route dout (N, C, OH, OW) to each window's maximum; return dX (N, C, H, W)."""
         require_forward("MaxPoolLayer", self._cache)
         X, winner = self._cache
@@ -199,7 +164,7 @@ class MaxPoolLayer(Layer):
             dX[:, :, :, OW * P :] = 0
         else:
             dX = np.zeros_like(X, dtype=dtype)
-        route_to_winner(dout, winner, self._windows(dX, OH, OW), overlapping=s < P)
+        route_to_winner(dout, winner, shifted_views(dX, P, s, OH, OW), overlapping=s < P)
         return dX
 
 
@@ -224,6 +189,7 @@ class FullyConnectedLayer(Layer):
 
     def __init__(self, input_size, output_size, learning_rate=0.01, weight_scale=None, rng=None,
                  dtype=np.float32):
+        super().__init__()
         self.input_size = check_int("FullyConnectedLayer: input_size", input_size, 1)
         self.output_size = check_int("FullyConnectedLayer: output_size", output_size, 1)
         self.learning_rate = check_positive_float("FullyConnectedLayer: learning_rate", learning_rate,
@@ -233,7 +199,6 @@ class FullyConnectedLayer(Layer):
         self.weights = (rng.standard_normal((input_size, output_size)) * scale).astype(dtype)
         self.biases = np.zeros(output_size, dtype=dtype)
         self.params = {"weights": self.weights, "biases": self.biases}
-        self.grads = {}
         self._X = None
 
     def __repr__(self):
@@ -255,34 +220,31 @@ class FullyConnectedLayer(Layer):
         self._X = X if training else None
         return X @ self.weights + self.biases
 
-    def gradient(self, dout, X=None):
+    def gradient(self, dout, input_grad=True):
         """Set ``self.grads`` from dout (N, output_size) and return dX (N, input_size); no update."""
-        if X is None:
-            require_forward("FullyConnectedLayer", self._X)
-            X = self._X
-        else:
-            X = self._check_X("backward", X)
+        require_forward("FullyConnectedLayer", self._X)
+        X = self._X
         dout = check_dout("FullyConnectedLayer", dout, (X.shape[0], self.output_size))
-        self.grads = {"weights": (X.T @ dout).astype(self.weights.dtype, copy=False),
-                      "biases": dout.sum(axis=0).astype(self.biases.dtype, copy=False)}
-        return dout @ self.weights.T
+        self.set_grads(weights=X.T @ dout, biases=dout.sum(axis=0))
+        return dout @ self.weights.T if input_grad else None
 
     def backward(self, X, dout):
         """Backpropagate through the layer and take an SGD step with ``self.learning_rate``.
 
+        The activity's form of :meth:`Layer.backward`: the input of the forward pass is given again
+        (as in the activity's XOR network), and the step size is the layer's own.
+
         Parameters
         ----------
         X : ndarray of shape (N, input_size)
-            The input of the forward pass (as in the activity's XOR network).
         dout : ndarray of shape (N, output_size)
 
         Returns
         -------
         dX : ndarray of shape (N, input_size)
         """
-        dX = self.gradient(dout, X)
-        self.update(self.learning_rate)
-        return dX
+        self._X = self._check_X("backward", X)
+        return super().backward(dout, self.learning_rate)
 
 
 class Dropout(Layer):
@@ -299,6 +261,7 @@ class Dropout(Layer):
         rate = check_positive_float("Dropout: rate", rate, allow_zero=True)
         if rate >= 1:
             raise ValueError(f"Dropout: rate must be in [0, 1); got {rate}")
+        super().__init__()
         self.rate = rate
         self.rng = np.random.default_rng(rng)
         self._mask = None
@@ -315,7 +278,8 @@ class Dropout(Layer):
         self._mask = (self.rng.random(X.shape, dtype=np.float32) < keep).astype(X.dtype) / X.dtype.type(keep)
         return X * self._mask
 
-    def backward(self, dout):
+    def gradient(self, dout, input_grad=True):
+        """Pass the gradient where the activation was kept, scaled as it was."""
         require_forward("Dropout", self._mask)
         if self._mask.ndim:
             dout = check_dout("Dropout", dout, self._mask.shape)

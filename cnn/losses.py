@@ -1,5 +1,9 @@
 """Softmax and cross-entropy (Part 7), and the gradient that starts backpropagation.
 
+The activity's ``softmax`` and ``cross_entropy_loss`` (of probabilities) are for the chapters; training
+uses :func:`softmax_cross_entropy`, the loss and its gradient from the logits in one call, and every
+loss the package reports is computed from logits (:func:`cross_entropy_from_logits`).
+
 Explained in the chapter *Softmax and cross-entropy*.
 """
 import numpy as np
@@ -103,7 +107,7 @@ def softmax_cross_entropy(logits, labels):
     """The mean cross-entropy of ``logits`` and its gradient with respect to them, computed together.
 
     What a training step needs: the same loss as :func:`cross_entropy_from_logits` and the same gradient
-    as ``softmax_cross_entropy_gradient(softmax(logits), labels)``, from one shifted exponential.
+    as ``softmax_cross_entropy_gradient(softmax(logits), labels)``, in one call.
 
     Parameters
     ----------
@@ -120,13 +124,9 @@ def softmax_cross_entropy(logits, labels):
     logits = check_array("softmax_cross_entropy: logits", logits, ndim=2, shape_doc="(N, num_classes)")
     N, num_classes = logits.shape
     labels = check_labels("softmax_cross_entropy: labels", labels, num_classes, n=N)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    sums = exp.sum(axis=1, keepdims=True)
     rows = np.arange(N)
-    # -log p[n, y] = log(sum_k exp(shifted[n, k])) - shifted[n, y]
-    loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, labels]))
-    dlogits = exp / sums
+    loss = float(-np.mean(log_softmax(logits)[rows, labels]))
+    dlogits = softmax(logits)
     dlogits[rows, labels] -= 1
     dlogits /= logits.dtype.type(N)
     return loss, dlogits

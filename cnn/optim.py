@@ -6,9 +6,39 @@ per parameter array, keyed by the array's identity, and updates the arrays in pl
 import numpy as np
 
 from ._checks import check_positive_float
+from .config import Configurable
 
 
-class SGD:
+class Optimizer(Configurable):
+    """Base class: ``step(layers, learning_rate=None)`` updates every layer's ``params`` from its ``grads``.
+
+    Subclasses are found by name (:func:`make_optimizer`, ``load_model``) and rebuilt from their
+    constructor arguments, as layers are.
+    """
+
+    registry = {}   # class name -> class, filled as each subclass is defined
+    family = "optimizer"
+
+    def step(self, layers, learning_rate=None):
+        raise NotImplementedError
+
+
+def make_optimizer(optimizer, learning_rate):
+    """An optimizer from its name, any case ("sgd", "momentum", "adam"); an optimizer object or None is
+    returned as is.
+
+    ``Sequential`` passes each epoch's learning rate to the optimizer, so the optimizer's own
+    ``learning_rate`` is only its default.
+    """
+    if optimizer is None or not isinstance(optimizer, str):
+        return optimizer
+    names = {name.lower(): cls for name, cls in Optimizer.registry.items()}
+    if optimizer.lower() not in names:
+        raise ValueError(f"optimizer must be one of {sorted(names)} or an optimizer object; got {optimizer!r}")
+    return names[optimizer.lower()](learning_rate)
+
+
+class SGD(Optimizer):
     """Plain stochastic gradient descent: ``p -= lr * g``."""
 
     def __init__(self, learning_rate=0.01):

@@ -7,7 +7,7 @@ import pytest
 from cnn.batchnorm import BatchNorm
 from cnn.io import FORMAT_VERSION, ModelFileError, load_model, save_model
 from cnn.layers import Dropout, Flatten, FullyConnectedLayer, ReLU
-from cnn.model import Sequential, SimpleCNN
+from cnn import Sequential, SimpleCNN
 from cnn.networks import deep_cnn, two_conv_net
 from cnn.optim import Momentum
 
@@ -159,8 +159,12 @@ def test_files_that_are_not_models_give_clear_errors(tmp_path, saved):
 
 
 def test_saving_an_unsupported_layer_is_refused(tmp_path):
+    """A layer whose constructor argument is not a plain value cannot be written as JSON: refused, no file.
+    (A plain subclass of a layer saves; see the tests of cnn.layer.)"""
     class Custom(ReLU):
-        pass
+        def __init__(self, function=np.tanh):
+            super().__init__()
+            self.function = function
 
     model = Sequential([Flatten(), Custom(), FullyConnectedLayer(4, 2)], input_shape=(1, 2, 2), num_classes=2)
     with pytest.raises(TypeError, match="cannot save layer"):

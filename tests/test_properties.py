@@ -141,8 +141,8 @@ def test_softmax_is_a_distribution_invariant_to_shifts(logits, shift):
 def test_the_gradient_comparison_rejects_a_wrong_gradient(rng):
     """The comparison used above is not vacuous: a layer whose dX is doubled fails it."""
     class Doubled(MaxPoolLayer):
-        def backward(self, dout):
-            return 2 * super().backward(dout)
+        def gradient(self, dout, input_grad=True):
+            return 2 * super().gradient(dout, input_grad)
 
     with pytest.raises(AssertionError):
         assert_matches_numerical_gradients(Doubled(2, 1), distinct_values((1, 2, 4, 5), rng), seed=0)

@@ -5,7 +5,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
 from cnn import ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential, SimpleCNN
-from cnn.fused import ConvMaxPool, expand_filters, fold_filters
+from cnn.conv_maxpool import ConvMaxPool, expand_filters, fold_filters
 from cnn.gradcheck import check_layer
 from conftest import case_id, distinct_values, make_conv
 

@@ -1,4 +1,4 @@
-"""A convolution and the max pooling after it, run as one step: how training runs them.
+"""ConvMaxPool: a convolution and the max pooling after it, run as one step, as training runs them.
 
 Explained in the chapter *Performance*.
 
@@ -18,14 +18,15 @@ arithmetic sets the pace.
 
 :class:`ConvMaxPool` runs a :class:`~cnn.conv.ConvLayer` and a :class:`~cnn.layers.MaxPoolLayer`
 whose windows tile the image (``stride == pool_size``) this way, with the layers' own weights and
-gradients, so ``Sequential`` can run it in place of the pair. Its pooled values are the two layers'
+gradients; it is a layer itself, which :func:`cnn.steps.training_steps` puts in place of the pair. Its pooled values are the two layers'
 (the expanded filters only add zeros to the same sums; we measured them equal bit for bit in float32),
 ties go to the same winner, and the gradients agree up to the rounding of sums taken in another order.
 """
 import numpy as np
 
 from ._checks import check_dout, require_forward
-from .conv import ConvLayer, col2im, matmul_in_blocks
+from .conv import ConvLayer, col2im, columns_with_ones, matmul_in_blocks
+from .layer import Layer
 from .layers import MaxPoolLayer, max_with_winner, route_to_winner
 
 
@@ -67,7 +68,7 @@ def fold_filters(d_expanded, stride, P, K):
     return dW
 
 
-class ConvMaxPool:
+class ConvMaxPool(Layer):
     """``conv`` then ``pool`` in one step: one strided convolution with expanded filters, then a maximum
     over contiguous blocks.
 
@@ -77,31 +78,29 @@ class ConvMaxPool:
     pool : MaxPoolLayer with ``stride == pool_size`` (``impl="vectorized"``)
 
     ``forward(X)`` maps (N, C, H, W) to the pooled (N, F, OH2, OW2); ``gradient(dout)`` sets
-    ``conv.grads`` and returns dX (N, C, H, W). The layers' own caches are not touched.
+    ``conv.grads`` and returns dX (N, C, H, W). Its ``params`` and ``grads`` are the convolution's (the
+    pooling has none), so an optimizer stepping this layer trains ``conv``. The layers' own caches are
+    not touched.
     """
 
     def __init__(self, conv, pool):
+        super().__init__()
         if not self.fits(conv, pool):
             raise ValueError(f"ConvMaxPool needs a vectorized ConvLayer and a vectorized MaxPoolLayer with "
                              f"stride == pool_size; got {conv!r} and {pool!r}")
         self.conv, self.pool = conv, pool
+        self.params = conv.params   # the same dict: the live arrays of the convolution
         self._cache = None
+        self._workspace = {}
 
     @staticmethod
     def fits(conv, pool):
         """True if ``conv`` followed by ``pool`` can run as one :class:`ConvMaxPool` step."""
-        return (isinstance(conv, ConvLayer) and isinstance(pool, MaxPoolLayer)
+        return (type(conv) is ConvLayer and type(pool) is MaxPoolLayer   # a subclass may compute otherwise
                 and conv.impl == "vectorized" and pool.impl == "vectorized" and pool.stride == pool.pool_size)
 
-    @property
-    def params(self):
-        """The convolution's parameters (the pooling has none)."""
-        return self.conv.params
-
-    @property
-    def grads(self):
-        """The convolution's gradients, set by :meth:`gradient`."""
-        return self.conv.grads
+    def output_shape(self, input_shape):
+        return self.pool.output_shape(self.conv.output_shape(input_shape))
 
     def __repr__(self):
         return f"ConvMaxPool({self.conv!r}, {self.pool!r})"
@@ -109,14 +108,14 @@ class ConvMaxPool:
     def forward(self, X, training=True):
         """The pooled (N, F, OH2, OW2) output of ``pool(conv(X))`` for X of shape (N, C, H, W)."""
         conv, P = self.conv, self.pool.pool_size
-        X, F, OH, OW = conv._check_input("ConvMaxPool.forward", X)
+        X, F, OH, OW = conv.check_input(X, "ConvMaxPool.forward")
         if P > OH or P > OW:
             raise ValueError(f"ConvMaxPool.forward: the {P}x{P} pool window is larger than the "
                              f"{OH}x{OW} output of the convolution")
         N = X.shape[0]
-        K, s = conv.filter_size, conv.stride
+        K, s, p = conv.filter_size, conv.stride, conv.padding
         A, OH2, OW2 = K + s * (P - 1), OH // P, OW // P        # one A x A patch per pooling window
-        cols = conv._columns(X, A, s * P, training, "cols_fused")          # (C*A*A + 1, N*OH2*OW2)
+        cols = columns_with_ones(X, A, s * P, p, self._workspace if training else None)   # (C*A*A + 1, N*OH2*OW2)
         # Rows (f, di, dj): each filter at each position in the window, each with the filter's bias.
         weights = np.concatenate([expand_filters(conv.weights, s, P).reshape(F * P * P, -1),
                                   np.repeat(conv.biases, P * P)[:, None]], axis=1)
@@ -142,8 +141,9 @@ class ConvMaxPool:
         dblocks = dblocks.reshape(F * P * P, -1)                # the gradient of the product's output
         d_weights = matmul_in_blocks(dblocks, cols, transpose_b=True)       # (F*P*P, C*A*A + 1)
         C, A = X.shape[1], K + s * (P - 1)
-        conv._set_grads(fold_filters(d_weights[:, :-1].reshape(F * P * P, C, A, A), s, P, K),
-                        d_weights[:, -1].reshape(F, P * P).sum(axis=1))
+        conv.set_grads(weights=fold_filters(d_weights[:, :-1].reshape(F * P * P, C, A, A), s, P, K),
+                       biases=d_weights[:, -1].reshape(F, P * P).sum(axis=1))
+        self.grads = conv.grads
         if not input_grad:
             return None
         dcols = matmul_in_blocks(weights[:, :-1].T, dblocks)                 # (C*A*A, N*OH2*OW2)

@@ -1,0 +1,170 @@
+"""Training and evaluation (Part 10): the loop over epochs and mini-batches, one training step, ``evaluate``.
+
+Explained in the chapter *Training and evaluation*. ``SimpleCNN.train`` (any ``Sequential``'s ``train``)
+calls :func:`train`.
+"""
+import contextlib
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ._checks import check_array, check_int, check_labels
+from .losses import cross_entropy_from_logits, softmax_cross_entropy
+
+#: A mean cross-entropy this large means the true class's logit sits about 1000 below another one:
+#: no sensible training run gets there (a uniform guess over 10 classes costs ln 10 = 2.3), so
+#: training stops and says it diverged.
+DIVERGED_LOSS = 1000.0
+
+
+def train(model, X_train, y_train, epochs=10, batch_size=32, validation_data=None, verbose=1, shuffle=True,
+          augment=None):
+    """Train ``model`` with mini-batches, shuffling every epoch (Part 10).
+
+    Parameters
+    ----------
+    model : Sequential
+        Its ``learning_rate`` and ``lr_decay`` set each epoch's learning rate, its ``rng`` the shuffling.
+    X_train : ndarray of shape (N, C, H, W)
+    y_train : ndarray of shape (N,)
+    epochs, batch_size : int
+    validation_data : tuple (X_val, y_val) or None
+        Evaluated at the end of every epoch.
+    verbose : int
+        0 silent; 1 one line per epoch (plus a live progress line in a terminal); 2 progress lines
+        every 10% of an epoch even where the output is not a terminal.
+    shuffle : bool
+        False takes the batches in the data's order (for experiments that must see the same batches).
+    augment : callable or None
+        ``augment(X_batch, rng) -> X_batch``, applied to every training batch before its forward pass
+        with the model's generator (e.g. :func:`cnn.augment.augment_batch`); the data are not changed.
+
+    Returns
+    -------
+    history : dict of lists, one entry per epoch
+        ``loss`` and ``accuracy`` (running means over the epoch's batches), ``val_loss`` and
+        ``val_accuracy`` if there is validation data, ``seconds`` and ``learning_rate``.
+    """
+    X_train = check_array("train: X_train", X_train, ndim=4, shape_doc="(N, C, H, W)")
+    y_train = check_labels("train: y_train", y_train, model.num_classes, n=len(X_train))
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a function (X, rng) -> X, e.g. augment_batch, or None; got {augment!r}")
+    if validation_data is not None:
+        X_val, y_val = validation_data
+        X_val = check_array("train: X_val", X_val, ndim=4, shape_doc="(N, C, H, W)")
+        y_val = check_labels("train: y_val", y_val, model.num_classes, n=len(X_val))
+
+    history = {"loss": [], "accuracy": [], "seconds": [], "learning_rate": []}
+    if validation_data is not None:
+        history.update(val_loss=[], val_accuracy=[])
+    N = len(X_train)
+    num_batches = -(-N // batch_size)
+    progress = Progress(verbose, epochs, N, num_batches)
+    with blas_limits(model):
+        steps = model.training_steps()   # the same logits as model.layers, faster
+        for epoch in range(epochs):
+            model.current_learning_rate = model.learning_rate * model.lr_decay ** epoch
+            order = model.rng.permutation(N) if shuffle else np.arange(N)
+            start = time.perf_counter()
+            total_loss, correct = 0.0, 0
+            for b in range(num_batches):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                Xb, yb = X_train[idx], y_train[idx]
+                if augment is not None:
+                    Xb = augment(Xb, model.rng)
+                loss, logits = train_step(model, Xb, yb, steps)
+                total_loss += loss * len(idx)
+                correct += int((logits.argmax(axis=1) == yb).sum())   # the largest logit is the likeliest class
+                progress.batch(epoch, b, min((b + 1) * batch_size, N), total_loss, correct)
+            history["seconds"].append(time.perf_counter() - start)
+            history["loss"].append(total_loss / N)
+            history["accuracy"].append(correct / N)
+            history["learning_rate"].append(model.current_learning_rate)
+            if validation_data is not None:
+                logits = model.predict_logits(X_val)
+                history["val_loss"].append(cross_entropy_from_logits(logits, y_val))
+                history["val_accuracy"].append(float((logits.argmax(axis=1) == y_val).mean()))
+            progress.epoch(epoch, history)
+    return history
+
+
+def train_step(model, X, y, steps=None):
+    """One step of gradient descent on the batch (X, y): forward, loss, backward, update.
+
+    ``steps`` are what the forward and backward passes run: ``model.layers`` by default, or the faster
+    ``model.training_steps()`` (the same logits). Returns the batch's mean cross-entropy before the
+    update and its logits (N, num_classes). Raises FloatingPointError if training has diverged.
+    """
+    logits = model.logits(X, training=True, steps=steps)
+    loss, dlogits = softmax_cross_entropy(logits, y)     # the loss and its gradient with respect to the logits
+    if not loss < DIVERGED_LOSS:                         # also catches NaN
+        _diverged(model, f"the loss reached {loss:.3g}")
+    with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected below, with a clear message
+        model.gradient(dlogits, steps)                   # every layer's grads, walking the steps backwards
+        model.step()                                     # then, and only then, every parameter is updated
+    if not all(np.isfinite(p).all() for layer in model.param_layers for p in layer.params.values()):
+        _diverged(model, "a parameter became NaN or infinite")
+    return loss, logits
+
+
+def _diverged(model, what):
+    raise FloatingPointError(f"training diverged: {what}. Try a smaller learning rate "
+                             f"(the current one is {model.current_learning_rate:g})")
+
+
+def evaluate(model, X, y):
+    """Accuracy of ``model`` on (X, y): the fraction of images whose predicted class is the label.
+
+    Parameters
+    ----------
+    model : a model with ``predict(X)``
+    X : ndarray of shape (N, C, H, W)
+    y : ndarray of shape (N,)
+
+    Returns
+    -------
+    accuracy : float in [0, 1]
+    """
+    X = check_array("evaluate: X", X, ndim=4, shape_doc="(N, C, H, W)")
+    y = check_labels("evaluate: y", y, getattr(model, "num_classes", 10), n=len(X))
+    return float(np.mean(model.predict(X) == y))
+
+
+def blas_limits(model):
+    """A context in which BLAS uses at most ``model.blas_threads`` threads (None leaves BLAS alone).
+
+    The matrix products of a small network are too small to gain from a second thread, and when other
+    programs keep the cores busy, BLAS threads waiting for each other slow a step several-fold.
+    """
+    if model.blas_threads is None:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=model.blas_threads, user_api="blas")
+
+
+class Progress:
+    """The lines that :func:`train` prints: one per epoch, and progress within an epoch (``verbose``
+    1 in a terminal, where a live line overwrites itself, or 2 anywhere, every 10% of an epoch)."""
+
+    def __init__(self, verbose, epochs, N, num_batches):
+        self.verbose, self.epochs, self.N, self.num_batches = verbose, epochs, N, num_batches
+        self.live = verbose >= 1 and sys.stdout.isatty()
+
+    def batch(self, epoch, b, seen, total_loss, correct):
+        live_now = self.live and b % max(1, self.num_batches // 50) == 0
+        if live_now or (self.verbose >= 2 and b and b % max(1, self.num_batches // 10) == 0):
+            line = (f"epoch {epoch + 1}/{self.epochs}  {seen:>6}/{self.N}  "
+                    f"loss {total_loss / seen:.4f}  accuracy {correct / seen:.4f}")
+            print("\r" + line, end="", flush=True) if self.live else print(line, flush=True)
+
+    def epoch(self, epoch, history):
+        if not self.verbose:
+            return
+        line = (f"epoch {epoch + 1}/{self.epochs}  loss {history['loss'][-1]:.4f}  "
+                f"accuracy {history['accuracy'][-1]:.4f}  {history['seconds'][-1]:.1f}s")
+        if "val_loss" in history:
+            line += f"  val_loss {history['val_loss'][-1]:.4f}  val_accuracy {history['val_accuracy'][-1]:.4f}"
+        print(("\r" if self.live else "") + line + (" " * 10 if self.live else ""), flush=True)
