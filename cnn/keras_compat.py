@@ -15,8 +15,12 @@ from .conv import ConvLayer
 from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
 
 
+keras = None   # the keras module, once import_keras has run
+
+
 def import_keras():
     """Import Keras with the JAX backend (the only backend installed here); raises if another is active."""
+    global keras
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
@@ -24,6 +28,68 @@ def import_keras():
         raise RuntimeError(f"Keras is using the {keras.backend.backend()!r} backend; set KERAS_BACKEND=jax "
                            "before anything imports keras")
     return keras
+
+
+class KerasTwin:
+    """How one of our layer classes maps onto Keras: the Keras layers it becomes, and its arrays both ways.
+
+    ``build(layer, data_format)`` returns a list of Keras layers; ``weights(layer, flattened_from,
+    data_format)`` our arrays in the order and layout of the Keras layer's ``set_weights`` (or None);
+    ``grads(keras_grads)`` the Keras layer's trainable gradients, in its order, as our ``name -> array``.
+    """
+
+    def __init__(self, build, weights=None, grads=None):
+        self.build, self.weights, self.grads = build, weights, grads
+
+
+def _conv_layers(layer, data_format):
+    padding = [keras.layers.ZeroPadding2D(layer.padding, data_format=data_format)] if layer.padding else []
+    return padding + [keras.layers.Conv2D(layer.num_filters, layer.filter_size, strides=layer.stride,
+                                          data_format=data_format)]
+
+
+def _dense_weights(layer, flattened_from, data_format):
+    w = layer.weights
+    if flattened_from is not None and data_format == "channels_last":
+        C, H, W = flattened_from               # rows ordered (C, H, W) -> (H, W, C)
+        w = w.reshape(C, H, W, -1).transpose(1, 2, 0, 3).reshape(C * H * W, -1)
+    return [w, layer.biases]
+
+
+def _keras_layers():
+    """The mapping of our layer classes onto Keras, built when Keras is first needed (keras is optional)."""
+    return {
+        ConvLayer: KerasTwin(
+            _conv_layers,
+            lambda layer, flat, fmt: [layer.weights.transpose(2, 3, 1, 0), layer.biases],   # (F, C, K, K) -> (K, K, C, F)
+            lambda g: {"weights": np.asarray(g[0]).transpose(3, 2, 0, 1), "biases": np.asarray(g[1])}),
+        ReLU: KerasTwin(lambda layer, fmt: [keras.layers.ReLU()]),
+        MaxPoolLayer: KerasTwin(lambda layer, fmt: [keras.layers.MaxPooling2D(layer.pool_size, layer.stride,
+                                                                              data_format=fmt)]),
+        # Keras flattens in memory order with its default data_format ("channels_first" here would first
+        # move the channels last).
+        Flatten: KerasTwin(lambda layer, fmt: [keras.layers.Flatten()]),
+        FullyConnectedLayer: KerasTwin(
+            lambda layer, fmt: [keras.layers.Dense(layer.output_size)],
+            _dense_weights,
+            lambda g: {"weights": np.asarray(g[0]), "biases": np.asarray(g[1])}),
+        Dropout: KerasTwin(lambda layer, fmt: [keras.layers.Dropout(layer.rate)]),
+        # Keras' momentum is the weight of the old running value, as ours is.
+        BatchNorm: KerasTwin(
+            lambda layer, fmt: [keras.layers.BatchNormalization(axis=1 if fmt == "channels_first" else -1,
+                                                                momentum=layer.momentum, epsilon=layer.eps)],
+            lambda layer, flat, fmt: [layer.gamma, layer.beta, layer.running_mean, layer.running_var],
+            lambda g: {"gamma": np.asarray(g[0]), "beta": np.asarray(g[1])}),
+    }
+
+
+def _twin(layer):
+    """The KerasTwin of ``layer``'s class (exactly its class: a subclass may compute something else)."""
+    twins = _keras_layers()
+    if type(layer) not in twins:
+        raise TypeError(f"to_keras: no Keras equivalent for {layer!r}; the layers with one are "
+                        f"{', '.join(cls.__name__ for cls in twins)}")
+    return twins[type(layer)]
 
 
 def to_keras(model, data_format="channels_first"):
@@ -41,36 +107,11 @@ def to_keras(model, data_format="channels_first"):
     """
     if data_format not in ("channels_first", "channels_last"):
         raise ValueError(f"to_keras: data_format must be 'channels_first' or 'channels_last'; got {data_format!r}")
-    keras = import_keras()
+    import_keras()
     C, H, W = model.input_shape
-    shape = (C, H, W) if data_format == "channels_first" else (H, W, C)
-    layers = [keras.Input(shape=shape)]
-    channel_axis = 1 if data_format == "channels_first" else -1
+    layers = [keras.Input(shape=(C, H, W) if data_format == "channels_first" else (H, W, C))]
     for layer in model.layers:
-        if isinstance(layer, ConvLayer):
-            p = layer.padding
-            if p:
-                layers.append(keras.layers.ZeroPadding2D(p, data_format=data_format))
-            layers.append(keras.layers.Conv2D(layer.num_filters, layer.filter_size, strides=layer.stride,
-                                              data_format=data_format))
-        elif isinstance(layer, ReLU):
-            layers.append(keras.layers.ReLU())
-        elif isinstance(layer, MaxPoolLayer):
-            layers.append(keras.layers.MaxPooling2D(layer.pool_size, layer.stride, data_format=data_format))
-        elif isinstance(layer, Flatten):
-            # Keras flattens in memory order with its default data_format ("channels_first" here would
-            # first move the channels last).
-            layers.append(keras.layers.Flatten())
-        elif isinstance(layer, FullyConnectedLayer):
-            layers.append(keras.layers.Dense(layer.output_size))
-        elif isinstance(layer, Dropout):
-            layers.append(keras.layers.Dropout(layer.rate))
-        elif isinstance(layer, BatchNorm):
-            # Keras' momentum is the weight of the old running value, as ours is.
-            layers.append(keras.layers.BatchNormalization(axis=channel_axis, momentum=layer.momentum,
-                                                          epsilon=layer.eps))
-        else:
-            raise TypeError(f"to_keras: no Keras equivalent for {layer!r}")
+        layers += _twin(layer).build(layer, data_format)
     kmodel = keras.Sequential(layers)
     copy_weights_to_keras(model, kmodel, data_format)
     return kmodel
@@ -81,52 +122,46 @@ def _keras_param_layers(kmodel):
 
 
 def copy_weights_to_keras(model, kmodel, data_format="channels_first"):
-    """Copy our parameters into the Keras model built by :func:`to_keras`."""
+    """Copy our parameters (and BatchNorm's running statistics) into the Keras model built by :func:`to_keras`."""
     shape = model.input_shape
     flattened_from = None   # (C, H, W) of the last Flatten's input, for channels_last
-    ours_layers = []
+    ours = []
     for layer in model.layers:
         if isinstance(layer, Flatten):
             flattened_from = shape
         if layer.params:
-            ours_layers.append((layer, flattened_from))
-            if isinstance(layer, FullyConnectedLayer):
-                flattened_from = None
+            ours.append((layer, flattened_from))
+            flattened_from = None   # only the first dense layer after a Flatten sees its ordering
         shape = layer.output_shape(shape)
-    for (ours, flat), theirs in zip(ours_layers, _keras_param_layers(kmodel), strict=True):
-        if isinstance(ours, BatchNorm):
-            theirs.set_weights([ours.gamma, ours.beta, ours.running_mean, ours.running_var])
-            continue
-        w = ours.params["weights"]
-        if w.ndim == 4:
-            w = w.transpose(2, 3, 1, 0)   # (F, C, K, K) -> (K, K, C, F)
-        elif flat is not None and data_format == "channels_last":
-            C, H, W = flat               # rows ordered (C, H, W) -> (H, W, C)
-            w = w.reshape(C, H, W, -1).transpose(1, 2, 0, 3).reshape(C * H * W, -1)
-        theirs.set_weights([w, ours.params["biases"]])
+    for (layer, flat), theirs in zip(ours, _keras_param_layers(kmodel), strict=True):
+        theirs.set_weights(_twin(layer).weights(layer, flat, data_format))
 
 
-def keras_grads(kmodel, X, y):
-    """Gradients of the mean cross-entropy of the Keras model, in our layouts.
+def keras_grads(kmodel, X, y, model, training=False):
+    """Gradients of the mean cross-entropy of the Keras model, in our names and layouts.
 
-    Returns a list with one dict ``{"weights": ..., "biases": ...}`` per parameter layer, and the loss.
+    ``kmodel`` was built by ``to_keras(model)`` (channels first). With ``training=True`` batch
+    normalisation uses the batch's statistics, as our ``model.logits(X, training=True)`` does (and
+    dropout drops at random: compare models without it). Returns a list with one dict (name -> array,
+    like ``layer.grads``) per parameter layer of ``model``, in order, and the loss.
     """
     import jax
     import jax.numpy as jnp
 
-    keras = import_keras()
+    import_keras()
     trainable = [v.value for v in kmodel.trainable_variables]
     non_trainable = [v.value for v in kmodel.non_trainable_variables]
 
     def loss_fn(trainable):
-        logits, _ = kmodel.stateless_call(trainable, non_trainable, jnp.asarray(X), training=False)
+        logits, _ = kmodel.stateless_call(trainable, non_trainable, jnp.asarray(X), training=training)
         return keras.losses.sparse_categorical_crossentropy(jnp.asarray(y), logits, from_logits=True).mean()
 
     loss, grads = jax.value_and_grad(loss_fn)(trainable)
-    out = []
-    for w, b in zip(grads[0::2], grads[1::2]):
-        w = np.asarray(w)
-        out.append({"weights": w.transpose(3, 2, 0, 1) if w.ndim == 4 else w, "biases": np.asarray(b)})
+    out, start = [], 0
+    for layer, theirs in zip(model.param_layers, _keras_param_layers(kmodel), strict=True):
+        count = len(theirs.trainable_weights)   # Dense and Conv2D: kernel, bias; BatchNormalization: gamma, beta
+        out.append(_twin(layer).grads(grads[start : start + count]))
+        start += count
     return out, float(loss)
 
 
@@ -139,7 +174,7 @@ def train_keras(model, X_train, y_train, X_test, y_test, epochs=5, batch_size=32
     """
     import time
 
-    keras = import_keras()
+    import_keras()
     kmodel = to_keras(model)
     steps = -(-len(X_train) // batch_size)
     schedule = keras.optimizers.schedules.ExponentialDecay(model.learning_rate, decay_steps=steps,
