@@ -102,6 +102,7 @@ def worker_scaling(kind):
     from threadpoolctl import threadpool_limits
 
     from cnn import ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential
+    from cnn.train import train_step
 
     threadpool_limits(limits=1, user_api="blas")   # as during training (see Sequential's blas_threads)
     rng = np.random.default_rng(0)
@@ -115,7 +116,7 @@ def worker_scaling(kind):
         X = rng.random((batch_size, 1, size, size), dtype=np.float32)
         y = rng.integers(0, 10, batch_size)
         order = model.training_steps()   # as training runs them (conv and pool fused, then the ReLU)
-        ms = _median_ms(lambda: (model.logits(X, True, order), model.backward(X, y)), repeats=max(5, 2048 // batch_size))
+        ms = _median_ms(lambda: train_step(model, X, y, order), repeats=max(5, 2048 // batch_size))
         rows.append({"batch_size": batch_size, "image_size": size, "ms_per_step": ms,
                      "us_per_image": 1000 * ms / batch_size})
     return rows

@@ -11,9 +11,27 @@ def _plt():
     return plt
 
 
-def _grid(n, ncols):
-    ncols = max(1, min(ncols, n))
-    return -(-n // ncols), ncols
+def _image_grid(pictures, titles, ncols, size, title, fontsize=8, **imshow):
+    """Draw ``pictures`` (a sequence of 2-D arrays) in a grid of ``ncols`` columns, each under its title.
+
+    ``titles`` holds one ``(text, colour)`` per picture, or None. Returns the figure, its axes and the last
+    image drawn (for a colour bar).
+    """
+    n = len(pictures)
+    cols = max(1, min(ncols, n))
+    rows = -(-n // cols)
+    fig, axes = _plt().subplots(rows, cols, figsize=(size * cols, size * rows + (0.5 if title else 0)),
+                                squeeze=False)
+    image = None
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            image = ax.imshow(pictures[k], **imshow)
+            if titles is not None and titles[k] is not None:
+                ax.set_title(titles[k][0], fontsize=fontsize, color=titles[k][1])
+    if title:
+        fig.suptitle(title)
+    return fig, axes, image
 
 
 def show_images(images, labels=None, predictions=None, ncols=10, title=None, cmap="gray", size=1.1,
@@ -28,23 +46,13 @@ def show_images(images, labels=None, predictions=None, ncols=10, title=None, cma
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
-    n = len(images)
-    rows, cols = _grid(n, ncols)
-    plt = _plt()
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + (0.5 if title else 0)), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
-        ax.imshow(images[k], cmap=cmap, vmin=vmin, vmax=vmax)
-        if predictions is not None:
-            wrong = labels is not None and predictions[k] != labels[k]
-            text = f"{labels[k]}→{predictions[k]}" if labels is not None else f"{predictions[k]}"
-            ax.set_title(text, fontsize=9, color="crimson" if wrong else "black")
-        elif labels is not None:
-            ax.set_title(str(labels[k]), fontsize=9)
-    if title:
-        fig.suptitle(title)
+    titles = None
+    if predictions is not None:
+        titles = [(f"{labels[k]}→{predictions[k]}", "crimson" if predictions[k] != labels[k] else "black")
+                  if labels is not None else (f"{predictions[k]}", "black") for k in range(len(images))]
+    elif labels is not None:
+        titles = [(str(label), "black") for label in labels]
+    fig, _, _ = _image_grid(images, titles, ncols, size, title, fontsize=9, cmap=cmap, vmin=vmin, vmax=vmax)
     fig.tight_layout()
     return fig
 
@@ -58,16 +66,9 @@ def show_filters(weights, title="Filters", ncols=8, size=1.2):
     """
     w = np.asarray(weights)[:, 0]
     lim = float(np.abs(w).max()) or 1.0
-    rows, cols = _grid(len(w), ncols)
-    plt = _plt()
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.6), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < len(w):
-            im = ax.imshow(w[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
-            ax.set_title(f"filter {k}", fontsize=8)
-    fig.suptitle(title)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    fig, axes, image = _image_grid(w, [(f"filter {k}", "black") for k in range(len(w))], ncols, size, title,
+                                   cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
     return fig
 
 
@@ -79,15 +80,8 @@ def show_feature_maps(maps, title="Feature maps", ncols=8, size=1.3, cmap="virid
     maps : ndarray of shape (C, H, W)
     """
     maps = np.asarray(maps)
-    rows, cols = _grid(len(maps), ncols)
-    plt = _plt()
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.5), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < len(maps):
-            ax.imshow(maps[k], cmap=cmap)
-            ax.set_title(f"channel {k}", fontsize=8)
-    fig.suptitle(title)
+    fig, _, _ = _image_grid(maps, [(f"channel {k}", "black") for k in range(len(maps))], ncols, size, title,
+                            cmap=cmap)
     fig.tight_layout()
     return fig
 
