@@ -1,24 +1,35 @@
 """Shared fixtures and helpers for the test suite of the ``cnn`` package.
 
-The helpers here are the *references* the tests compare the package with: plain loops written from
-the definitions, kept deliberately naive and independent of the code under test.
+The helpers here are the *references* the tests compare the package with (plain loops written from
+the definitions, kept deliberately naive and independent of the code under test, and the same
+operations written with JAX), and the checks and fixtures that the tests of several modules share.
 """
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")   # before anything imports keras
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
+from jax import lax
+from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
+from cnn import SimpleCNN, numerical_gradient_array
 
 settings.register_profile("cnn", deadline=None, max_examples=30, print_blob=True)
 settings.load_profile("cnn")
+jax.config.update("jax_enable_x64", True)
 
 # Float64 gradient checks: a correct backward pass agrees with centred differences to about 1e-9;
 # a gradient off by a factor of 2 gives 1/3, a transposed or flipped kernel gives O(1).
 GRAD_TOL = 1e-6
+
+# Comparisons with JAX in float64: the same operations, summed in another order.
+RTOL, ATOL = 1e-10, 1e-12
 
 # Convolution geometries (N, C, H, W, F, K, stride, padding): odd sizes, H != W, every kernel size
 # 1, 2, 3, 5, strides 1-3, paddings 0-2, and strides that do not divide H + 2P - K.
@@ -65,6 +76,9 @@ def make_conv(F, C, K, stride=1, padding=0, impl="vectorized", dtype=np.float64,
     return layer
 
 
+# ---------------------------------------------------------------------------- references: loops and JAX
+
+
 def conv_reference(X, Wt, b, stride, padding):
     """Convolution layer forward from its definition, one multiply-add at a time (cross-correlation)."""
     N, C, H, W = X.shape
@@ -106,6 +120,22 @@ def maxpool_reference(X, P, s, dout=None):
     return out if dout is None else (out, dX)
 
 
+def jax_conv(X, Wt, b, stride, padding):
+    """NCHW / OIHW cross-correlation with JAX, plus a bias per output channel."""
+    out = lax.conv_general_dilated(X, Wt, window_strides=(stride, stride),
+                                   padding=[(padding, padding), (padding, padding)],
+                                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return out + b[None, :, None, None]
+
+
+def jax_maxpool(X, P, s):
+    """Max pooling with lax.reduce_window over (P, P) windows every s pixels, no padding."""
+    return lax.reduce_window(X, -jnp.inf, lax.max, (1, 1, P, P), (1, 1, s, s), "VALID")
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
 def distinct_values(shape, rng, spacing=0.01):
     """An array whose entries are all different by at least ``spacing``: no ties and no near-ties,
     so max pooling is differentiable at it and centred differences with h=1e-5 do not cross a kink."""
@@ -117,6 +147,61 @@ def away_from_zero(shape, rng, margin=1e-3):
     """Standard normal values with |x| >= margin, so ReLU's kink at 0 is never crossed by h=1e-5."""
     X = rng.standard_normal(shape)
     return np.where(np.abs(X) < margin, np.copysign(margin, X) + X, X)
+
+
+def images(n, seed=0):
+    """n random float32 images of shape (1, 28, 28)."""
+    return np.random.default_rng(seed).random((n, 1, 28, 28)).astype(np.float32)
+
+
+seeds = st.integers(0, 2 ** 32 - 1)   # hypothesis: a seed for the random inputs of a property test
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def assert_gradients_match(errors, tol=GRAD_TOL):
+    """Every relative error returned by check_layer/check_model is below tol."""
+    assert errors, "nothing was checked"
+    bad = {name: err for name, err in errors.items() if not err < tol}
+    assert not bad, f"relative errors above {tol}: {bad} (all: {errors})"
+
+
+def assert_matches_numerical_gradients(layer, X, seed):
+    """Analytic dX and parameter gradients equal centred differences to rtol GRAD_TOL.
+
+    Over thousands of random geometries some gradient elements are tiny (one small weight times one
+    small dout, ~1e-9), where the centred difference's rounding noise (~1e-11) alone exceeds a purely
+    relative 1e-6; an absolute floor of 1e-9 times the largest gradient absorbs that noise and nothing else
+    (a wrong gradient is wrong by O(1) relative on most elements).
+    """
+    out = layer.forward(X)
+    dout = np.random.default_rng(seed).standard_normal(out.shape)
+    analytic = {"X": layer.gradient(dout)}
+    analytic.update({name: g.copy() for name, g in layer.grads.items()})
+    targets = {"X": X, **layer.params}
+    for name, value in targets.items():
+        numeric = numerical_gradient_array(lambda: layer.forward(X), value, dout)
+        assert_allclose(analytic[name], numeric, rtol=GRAD_TOL, atol=1e-9 * max(1.0, np.abs(numeric).max()),
+                        err_msg=name)
+
+
+def snapshot(layer):
+    return {name: value.copy() for name, value in layer.params.items()}
+
+
+def assert_unchanged(layer, before):
+    for name, value in before.items():
+        assert_array_equal(layer.params[name], value, err_msg=name)
+        assert layer.params[name] is getattr(layer, name)
+
+
+def all_params(model):
+    """Copies of every parameter array of the model, in layer order."""
+    return [p.copy() for layer in model.param_layers for p in layer.params.values()]
+
+
+# ---------------------------------------------------------------------------- data and a trained model
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +216,12 @@ def small_mnist(mnist):
     (X_train, y_train), (X_test, y_test) = mnist
     return ((cnn.prepare_images(X_train[:500]), y_train[:500].astype(np.int64)),
             (cnn.prepare_images(X_test[:1000]), y_test[:1000].astype(np.int64)))
+
+
+@pytest.fixture(scope="session")
+def trained(small_mnist):
+    """A SimpleCNN trained for 3 epochs on 500 MNIST images, with its history (trained once per session)."""
+    (X_train, y_train), _ = small_mnist
+    model = SimpleCNN(seed=0)
+    history = model.train(X_train, y_train, epochs=3, batch_size=32, verbose=0)
+    return model, history

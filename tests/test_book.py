@@ -97,8 +97,8 @@ def _square_and_pid(seed):
     return seed * seed, os.getpid()
 
 
-# over_seeds forks, and this test session imports JAX (the framework tests), which is not fork-safe: the
-# tests that fork run in a fresh interpreter, as a notebook that trains without JAX does.
+# over_seeds forks, and this test session imports JAX (conftest, for the comparisons with JAX), which is not
+# fork-safe: the tests that fork run in a fresh interpreter, as a notebook that trains without JAX does.
 FORKING = """
 import os, sys
 import numpy as np
@@ -144,7 +144,7 @@ def test_over_seeds_in_this_process():
 
 
 def test_over_seeds_refuses_to_fork_a_process_that_imported_jax():
-    import jax  # noqa: F401  (the framework tests import it anyway)
+    import jax  # noqa: F401  (conftest imports it anyway)
 
     with pytest.raises(RuntimeError, match="imported JAX, which is not fork-safe"):
         over_seeds(_square_and_pid, [1, 2], processes=2)

@@ -1,11 +1,20 @@
-"""Convolution forward passes against their plain-loop definitions (Parts 1, 2 and 9 of the activity)."""
+"""cnn.conv: convolve2d, im2col and col2im, the loop versions and ConvLayer against their definitions, over
+random geometries (hypothesis), against numerical gradients, JAX and Keras; and their refusals of bad input."""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
-from cnn import ConvLayer, col2im, conv_backward_loops, conv_forward_loops, convolve2d, im2col, output_size
-from conftest import CONV_CASES, case_id, conv_reference, make_conv
+from cnn import (ConvLayer, MaxPoolLayer, check_layer, col2im, conv_backward_loops, conv_forward_loops, convolve2d,
+                 im2col, output_size)
+from conftest import (ATOL, CONV_CASES, RTOL, assert_gradients_match, assert_matches_numerical_gradients,
+                      assert_unchanged, case_id, conv_reference, jax_conv, make_conv, seeds, snapshot)
 
 IMAGE_1_TO_9 = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
 KERNEL_1_TO_4 = np.array([[1.0, 2.0], [3.0, 4.0]])
@@ -75,6 +84,24 @@ def test_convolve2d_matches_direct_formula(rng, H, W, KH, KW, stride, padding):
 def test_output_size_formula(size, kernel, stride, padding, expected):
     """output_size is (size + 2*padding - kernel) // stride + 1, checked on values counted by hand."""
     assert output_size(size, kernel, stride, padding) == expected
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(stride=0), ValueError, r"convolve2d: stride must be an integer >= 1; got 0"),
+    (dict(stride=True), TypeError, r"convolve2d: stride must be an integer >= 1; got True"),
+    (dict(padding=-1), ValueError, r"convolve2d: padding must be an integer >= 0; got -1"),
+    (dict(padding=0.5), TypeError, r"convolve2d: padding must be an integer >= 0; got 0\.5"),
+])
+def test_convolve2d_bad_stride_or_padding(kwargs, error, message):
+    """convolve2d checks its stride and padding like the layer does."""
+    with pytest.raises(error, match=message):
+        convolve2d(np.ones((4, 4)), np.ones((2, 2)), **kwargs)
+
+
+def test_convolve2d_kernel_larger_than_padded_input():
+    """convolve2d refuses a 4x2 kernel on a 3x3 image (padded 3x3)."""
+    with pytest.raises(ValueError, match=r"convolve2d: the 4x2 kernel is larger than the padded input 3x3"):
+        convolve2d(np.ones((3, 3)), np.ones((4, 2)))
 
 
 # ---------------------------------------------------------------------------- the layer's forward pass
@@ -239,3 +266,221 @@ def test_reused_buffers_follow_the_batch_size(rng):
     _, dW, db = conv_backward_loops(X, layer.weights, dout, 1, 1)
     assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
     assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- random geometries (hypothesis)
+
+
+@st.composite
+def conv_geometry(draw, max_size=7):
+    """(N, C, H, W, F, K, stride, padding) with the kernel fitting the padded input."""
+    N, C, F = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H, W = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+    K, stride, padding = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    assume(K <= H + 2 * padding and K <= W + 2 * padding)
+    return N, C, H, W, F, K, stride, padding
+
+
+@settings(max_examples=40)
+@given(conv_geometry(), seeds)
+def test_conv_output_size_follows_the_formula(geometry, seed):
+    """The output has (H + 2P - K) // S + 1 rows: exactly the number of kernel positions that fit."""
+    N, C, H, W, F, K, s, p = geometry
+    out = make_conv(F, C, K, s, p, seed=seed % 1000).forward(np.random.default_rng(seed).random((N, C, H, W)))
+    positions_h = len(range(0, H + 2 * p - K + 1, s))
+    positions_w = len(range(0, W + 2 * p - K + 1, s))
+    assert out.shape == (N, F, (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1) == (N, F, positions_h, positions_w)
+
+
+@settings(max_examples=30)
+@given(conv_geometry(), seeds)
+def test_conv_vectorized_equals_loops(geometry, seed):
+    """Forward and backward of impl='vectorized' and impl='loops' agree for any geometry."""
+    N, C, H, W, F, K, s, p = geometry
+    rng = np.random.default_rng(seed)
+    fast, slow = make_conv(F, C, K, s, p, seed=seed % 1000), make_conv(F, C, K, s, p, impl="loops", seed=seed % 1000)
+    X = rng.standard_normal((N, C, H, W))
+    out = fast.forward(X)
+    assert_allclose(out, slow.forward(X), rtol=1e-11, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    assert_allclose(fast.gradient(dout), slow.gradient(dout), rtol=1e-11, atol=1e-12)
+    assert_allclose(fast.grads["weights"], slow.grads["weights"], rtol=1e-11, atol=1e-12)
+    assert_allclose(fast.grads["biases"], slow.grads["biases"], rtol=1e-11, atol=1e-12)
+
+
+@settings(max_examples=30)
+@given(conv_geometry(max_size=6), seeds)
+def test_conv_gradients_pass_the_numerical_check(geometry, seed):
+    """dX, dW and db agree with centred differences for any geometry."""
+    N, C, H, W, F, K, s, p = geometry
+    X = np.random.default_rng(seed).standard_normal((N, C, H, W))
+    assert_matches_numerical_gradients(make_conv(F, C, K, s, p, seed=seed % 1000), X, seed)
+
+
+@settings(max_examples=30)
+@given(conv_geometry(), seeds)
+def test_im2col_col2im_adjoint_for_any_geometry(geometry, seed):
+    """<col2im(A), B> == <A, im2col(B)> for any geometry."""
+    N, C, H, W, _, K, s, p = geometry
+    rng = np.random.default_rng(seed)
+    B = rng.standard_normal((N, C, H, W))
+    cols = im2col(B, K, s, p)
+    A = rng.standard_normal(cols.shape)
+    lhs, rhs = np.sum(col2im(A, B.shape, K, s, p) * B), np.sum(A * cols)
+    assert abs(lhs - rhs) <= 1e-10 * (1 + np.sum(np.abs(A * cols)))
+
+
+# ---------------------------------------------------------------------------- numerical gradients
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_conv_vectorized_gradients(rng, case):
+    """ConvLayer (im2col): dX, dW, db agree with numerical gradients for every geometry."""
+    N, C, H, W, F, K, s, p = case
+    assert_gradients_match(check_layer(make_conv(F, C, K, s, p), rng.standard_normal((N, C, H, W))))
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6], ids=case_id)
+def test_conv_loops_gradients(rng, case):
+    """ConvLayer(impl='loops'): dX, dW, db agree with numerical gradients (smaller batch: the loops are slow)."""
+    _, C, H, W, F, K, s, p = case
+    layer = make_conv(min(F, 2), C, K, s, p, impl="loops")
+    assert_gradients_match(check_layer(layer, rng.standard_normal((1, C, H, W))))
+
+
+# ---------------------------------------------------------------------------- against JAX and Keras
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def jax_conv_and_vjp(X, Wt, b, dout, stride, padding):
+    """JAX's convolution output and its vector-Jacobian product with dout: (out, dX, dW, db), compiled once per shape."""
+    out, vjp = jax.vjp(lambda x, w, c: jax_conv(x, w, c, stride, padding), X, Wt, b)
+    return (out,) + vjp(dout)
+
+
+@pytest.mark.parametrize("impl", ["vectorized", "loops"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_conv_forward_and_vjp_match_jax(rng, case, impl):
+    """ConvLayer output, dX, dW and db equal JAX's conv_general_dilated and its vector-Jacobian product."""
+    N, C, H, W, F, K, s, p = case
+    layer = make_conv(F, C, K, s, p, impl=impl)
+    X = rng.standard_normal((N, C, H, W))
+    out = layer.forward(X)
+    dout = rng.standard_normal(out.shape)
+    expected, dX_ref, dW_ref, db_ref = jax_conv_and_vjp(X, layer.weights, layer.biases, dout, s, p)
+    assert out.shape == expected.shape
+    assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.grads["biases"], db_ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("impl", ["vectorized", "loops"])
+def test_conv_gradient_without_input_grad_returns_none_and_same_param_grads(rng, impl):
+    """gradient(dout, input_grad=False) returns None and the same dW, db as with input_grad=True (= JAX's)."""
+    N, C, H, W, F, K, s, p = 2, 3, 7, 6, 2, 3, 2, 1
+    layer = make_conv(F, C, K, s, p, impl=impl)
+    X = rng.standard_normal((N, C, H, W))
+    out = layer.forward(X)
+    dout = rng.standard_normal(out.shape)
+    _, _, dW_ref, db_ref = jax_conv_and_vjp(X, layer.weights, layer.biases, dout, s, p)
+    assert layer.gradient(dout, input_grad=False) is None
+    assert_allclose(layer.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.grads["biases"], db_ref, rtol=RTOL, atol=ATOL)
+
+
+def test_conv_with_jax_grad_of_a_scalar_loss(rng):
+    """jax.grad of sum(conv(X) ** 2) equals the layer's backward fed with dout = 2 * conv(X)."""
+    layer = make_conv(3, 2, 3, stride=2, padding=2)
+    X = rng.standard_normal((2, 2, 9, 6))
+    out = layer.forward(X)
+    gX, gW = jax.grad(lambda x, w: jnp.sum(jax_conv(x, w, layer.biases, 2, 2) ** 2), argnums=(0, 1))(X, layer.weights)
+    assert_allclose(layer.gradient(2 * out), gX, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.grads["weights"], gW, rtol=RTOL, atol=ATOL)
+
+
+def test_conv_and_pool_match_keras_layers(rng):
+    """Keras' Conv2D (channels_first, padding='same') and MaxPooling2D agree with ConvLayer and MaxPoolLayer."""
+    import keras   # imported here: it takes seconds, and conftest has chosen its JAX backend
+    X = rng.standard_normal((2, 3, 8, 6)).astype(np.float32)
+    layer = make_conv(4, 3, 3, stride=1, padding=1, dtype=np.float32)
+    conv = keras.layers.Conv2D(4, 3, padding="same", data_format="channels_first")
+    conv.build((None, 3, 8, 6))
+    conv.set_weights([layer.weights.transpose(2, 3, 1, 0), layer.biases])   # (K, K, C, F) in Keras
+    out = layer.forward(X)
+    assert_allclose(out, np.asarray(conv(X)), rtol=1e-5, atol=1e-5)
+    pool = keras.layers.MaxPooling2D(pool_size=3, strides=2, data_format="channels_first")
+    assert_allclose(MaxPoolLayer(3, 2).forward(out), np.asarray(pool(out)), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_conv_wrong_number_of_dimensions():
+    """A 3-D batch (forgotten channel axis) names X, the 4-D shape expected, and what was given."""
+    with pytest.raises(ValueError, match=r"ConvLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\); "
+                                         r"got 3-D array of shape \(2, 28, 28\)"):
+        ConvLayer(8, 3, 1).forward(np.zeros((2, 28, 28), dtype=np.float32))
+
+
+def test_conv_channel_count_mismatch():
+    """3-channel input to a 1-channel layer names both counts."""
+    with pytest.raises(ValueError, match=r"X has 3 channels.*expects num_channels=1"):
+        ConvLayer(8, 3, 1).forward(np.zeros((2, 3, 8, 8), dtype=np.float32))
+
+
+def test_conv_kernel_larger_than_padded_input():
+    """A 5x5 kernel on a 3x3 input with padding 0 names the kernel, the padded size and the remedy."""
+    with pytest.raises(ValueError, match=r"5x5 kernel is larger than the padded input 3x3 .*padding 0.*"
+                                         r"smaller kernel or more padding"):
+        ConvLayer(1, 5, 1).forward(np.zeros((1, 1, 3, 3)))
+
+
+def test_refused_too_small_input_leaves_the_cache_intact(rng):
+    """A 4x4 input to a 5x5-kernel layer is refused, and the cache of the last good forward still works."""
+    layer, twin = (ConvLayer(2, 5, 1, rng=0, dtype=np.float64) for _ in range(2))
+    X = rng.standard_normal((1, 1, 6, 7))
+    dout = rng.standard_normal(layer.forward(X).shape)
+    twin.forward(X)
+    with pytest.raises(ValueError, match=r"5x5 kernel is larger than the padded input 4x4"):
+        layer.forward(np.ones((1, 1, 4, 4)))
+    assert_array_equal(layer.gradient(dout), twin.gradient(dout))
+
+
+def test_refused_forward_leaves_conv_weights_and_cache_intact(rng):
+    """After refused forwards (NaN, wrong channels, 3-D, empty, uint8), the weights are unchanged and backward
+    still uses the cache of the last good forward."""
+    layer, twin = ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64), ConvLayer(3, 3, 2, padding=1, rng=0,
+                                                                                     dtype=np.float64)
+    X = rng.standard_normal((2, 2, 5, 6))
+    out = layer.forward(X)
+    twin.forward(X)
+    before = snapshot(layer)
+    nan = X.copy()
+    nan[0, 0, 0, 0] = np.nan
+    for bad in (nan, np.ones((2, 3, 5, 6)), np.ones((2, 5, 6)), np.ones((0, 2, 5, 6)),
+                np.ones((2, 2, 5, 6), dtype=np.uint8)):
+        with pytest.raises((ValueError, TypeError)):
+            layer.forward(bad)
+    assert_unchanged(layer, before)
+    dout = rng.standard_normal(out.shape)
+    assert_array_equal(layer.gradient(dout), twin.gradient(dout))
+    assert_array_equal(layer.grads["weights"], twin.grads["weights"])
+
+
+def test_refused_backward_leaves_weights_grads_and_cache_intact(rng):
+    """A dout of the wrong shape changes nothing: weights, grads and cache stay as they were."""
+    layer, twin = (ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64) for _ in range(2))
+    X = rng.standard_normal((2, 2, 5, 6))
+    dout = rng.standard_normal(layer.forward(X).shape)
+    twin.forward(X)
+    layer.gradient(dout)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    before = snapshot(layer)
+    with pytest.raises(ValueError, match=r"dout must have the shape"):
+        layer.backward(dout[:, :2])
+    assert_unchanged(layer, before)
+    for name, value in grads.items():
+        assert_array_equal(layer.grads[name], value)
+    dout2 = rng.standard_normal(dout.shape)
+    assert_array_equal(layer.gradient(dout2), twin.gradient(dout2))

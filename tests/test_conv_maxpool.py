@@ -1,13 +1,17 @@
-"""ConvMaxPool: a convolution and the max pooling after it as one step, against the two layers run in turn."""
+"""cnn.conv_maxpool: ConvMaxPool, a convolution and the max pooling after it as one step, against the two layers
+run in turn, numerical gradients and JAX."""
+from functools import partial
+
+import jax
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
-from cnn import ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential, SimpleCNN
+from cnn import ConvLayer, MaxPoolLayer, ReLU
 from cnn.conv_maxpool import ConvMaxPool, expand_filters, fold_filters
 from cnn.gradcheck import check_layer
-from conftest import case_id, distinct_values, make_conv
+from conftest import ATOL, RTOL, case_id, distinct_values, jax_conv, jax_maxpool, make_conv
 
 # (N, C, H, W, F, K, stride, padding, pool): SimpleCNN's step; odd output sizes whose last row or
 # column belongs to no window; stride and padding 2 with 3x3 windows; a 1x1 "pool"; one window only.
@@ -117,20 +121,27 @@ def test_conv_max_pool_numerical_gradients(rng, case):
     assert max(errors.values()) < 1e-6, errors
 
 
-def test_training_steps_fuse_each_conv_with_the_max_pool_after_it():
-    """Training runs Conv -> ReLU -> MaxPool as ConvMaxPool -> ReLU, where the pool's windows tile the input;
-    overlapping windows, the loops version and a BatchNorm in between keep the separate layers."""
-    names = lambda model: [type(step).__name__ for step in model.training_steps()]
-    assert names(SimpleCNN()) == ["ConvMaxPool", "ReLU", "Flatten", "FullyConnectedLayer"]
-    assert names(cnn.networks.two_conv_net()) == ["ConvLayer", "ReLU", "ConvMaxPool", "ReLU", "Flatten",
-                                                   "FullyConnectedLayer"]
-    assert names(SimpleCNN(impl="loops")) == ["ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer"]
-    overlapping = Sequential([ConvLayer(2, 3, 1, rng=1), ReLU(), MaxPoolLayer(3, 1), Flatten(),
-                              FullyConnectedLayer(2 * 4 * 4, 10, rng=1)], input_shape=(1, 8, 8))
-    assert names(overlapping) == ["ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer"]
-    assert "ConvMaxPool" not in names(cnn.networks.deep_cnn())
-    fused = SimpleCNN().training_steps()[0]
-    assert fused.params is fused.conv.params
+@partial(jax.jit, static_argnums=(4, 5, 6))
+def jax_conv_pool_and_vjp(X, Wt, b, dout, stride, padding, P):
+    """JAX's max pooling of a convolution and its vector-Jacobian product: (out, dX, dW, db)."""
+    out, vjp = jax.vjp(lambda x, w, c: jax_maxpool(jax_conv(x, w, c, stride, padding), P, P), X, Wt, b)
+    return (out,) + vjp(dout)
+
+
+@pytest.mark.parametrize("case", [(2, 1, 8, 8, 3, 3, 1, 1, 2), (3, 2, 7, 5, 3, 3, 1, 1, 2),
+                                  (2, 3, 9, 11, 2, 3, 2, 2, 3), (2, 2, 8, 7, 4, 2, 2, 0, 2)], ids=case_id)
+def test_conv_max_pool_step_matches_jax(rng, case):
+    """ConvMaxPool (the fused step of training) against JAX's reduce_window(conv_general_dilated) and its VJP."""
+    N, C, H, W, F, K, s, p, P = case
+    fused = cnn.ConvMaxPool(make_conv(F, C, K, s, p), MaxPoolLayer(P, P))
+    X = distinct_values((N, C, H, W), rng)
+    out = fused.forward(X)
+    dout = rng.standard_normal(out.shape)
+    expected, dX_ref, dW_ref, db_ref = jax_conv_pool_and_vjp(X, fused.conv.weights, fused.conv.biases, dout, s, p, P)
+    assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert_allclose(fused.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(fused.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(fused.grads["biases"], db_ref, rtol=RTOL, atol=ATOL)
 
 
 def test_conv_max_pool_refuses_what_it_cannot_fuse_and_bad_input(rng):

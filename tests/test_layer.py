@@ -1,11 +1,14 @@
 """cnn.layer: the layer protocol. A layer written outside the package, here in this test file, is checked,
-trains inside Sequential, and saves and loads like a built-in one, with no change to the package."""
+trains inside Sequential, and saves and loads like a built-in one, with no change to the package. And the
+activity's backward(dout, learning_rate), which the protocol gives every layer (here through ConvLayer)."""
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
-from cnn import Flatten, FullyConnectedLayer, Layer, MaxPoolLayer, Sequential, check_layer, load_model, save_model
+from cnn import (ConvLayer, Flatten, FullyConnectedLayer, Layer, MaxPoolLayer, Sequential, check_layer, load_model,
+                 save_model)
+from conftest import assert_unchanged, snapshot
 
 
 class LeakyReLU(Layer):
@@ -181,3 +184,49 @@ def test_every_built_in_layer_follows_the_protocol():
         assert isinstance(layer.params, dict) and isinstance(layer.grads, dict) and isinstance(layer.buffers, dict)
         again = type(layer)(**layer.config())
         assert again.config() == layer.config()
+
+
+# ---------------------------------------------------------------------------- backward: the gradient, then one SGD step
+
+
+def test_conv_backward_with_zero_learning_rate_fills_grads_but_keeps_params(rng):
+    """ConvLayer.backward(dout, learning_rate=0) leaves weights and biases unchanged and sets grads."""
+    layer = ConvLayer(2, 3, 1, padding=1, rng=0)
+    X = rng.random((2, 1, 5, 5)).astype(np.float32)
+    out = layer.forward(X)
+    before = [layer.weights.copy(), layer.biases.copy()]
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    layer.backward(dout, learning_rate=0)
+    assert_array_equal(layer.weights, before[0])
+    assert_array_equal(layer.biases, before[1])
+    assert layer.grads["weights"].shape == (2, 1, 3, 3)
+    assert_allclose(layer.grads["biases"], dout.sum(axis=(0, 2, 3)), rtol=1e-5)
+    assert np.any(layer.grads["weights"] != 0)
+
+
+def test_conv_backward_updates_by_plain_sgd(rng):
+    """ConvLayer.backward(dout, lr) returns dX and sets W_new = W_old - lr * dW, b_new = b_old - lr * db."""
+    layer = ConvLayer(2, 3, 2, stride=2, rng=0, dtype=np.float64)
+    X = rng.standard_normal((2, 2, 7, 6))
+    out = layer.forward(X)
+    dout = rng.standard_normal(out.shape)
+    W_old, b_old = layer.weights.copy(), layer.biases.copy()
+    dX = layer.backward(dout, learning_rate=0.05)
+    assert dX.shape == X.shape
+    assert_allclose(layer.weights, W_old - 0.05 * layer.grads["weights"], rtol=1e-14)
+    assert_allclose(layer.biases, b_old - 0.05 * dout.sum(axis=(0, 2, 3)), rtol=1e-14)
+
+
+def test_refused_learning_rate_in_conv_backward_changes_nothing(rng):
+    """ConvLayer.backward(dout, learning_rate=-0.1) is refused by name and leaves weights *and* grads as they were."""
+    layer = ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64)
+    X = rng.standard_normal((2, 2, 5, 6))
+    dout = rng.standard_normal(layer.forward(X).shape)
+    layer.gradient(dout)
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+    before = snapshot(layer)
+    with pytest.raises(ValueError, match=r"learning_rate must be >= 0; got -0\.1"):
+        layer.backward(2 * dout, learning_rate=-0.1)
+    assert_unchanged(layer, before)
+    for name, value in grads.items():
+        assert_array_equal(layer.grads[name], value, err_msg=f"grads[{name!r}] changed by a refused call")

@@ -1,10 +1,17 @@
-"""ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer and Dropout against their definitions (Parts 3 to 6)."""
+"""cnn.layers: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer and Dropout against their definitions (Parts 3
+to 6), over random geometries (hypothesis), against numerical gradients and JAX; their refusals of bad input."""
+from functools import partial
+
+import jax
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from cnn import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
-from conftest import POOL_CASES, case_id, distinct_values, maxpool_reference
+from cnn import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, check_layer
+from conftest import (ATOL, POOL_CASES, RTOL, assert_gradients_match, assert_matches_numerical_gradients,
+                      away_from_zero, case_id, distinct_values, jax_maxpool, maxpool_reference, seeds)
 
 # ---------------------------------------------------------------------------- ReLU
 
@@ -25,6 +32,12 @@ def test_relu_backward_passes_gradient_only_where_input_was_positive(rng):
     assert_array_equal(relu.backward(dout), np.where(X > 0, dout, 0.0))
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (3, 2, 4, 3), (2, 7)])
+def test_relu_gradients(rng, shape):
+    """ReLU on inputs away from its kink agrees with numerical gradients."""
+    assert_gradients_match(check_layer(ReLU(), away_from_zero(shape, rng)))
+
+
 # ---------------------------------------------------------------------------- Flatten
 
 
@@ -39,6 +52,18 @@ def test_flatten_is_c_order_reshape_and_backward_restores_shape(rng):
     dX = flat.backward(dout)
     assert dX.shape == X.shape
     assert_array_equal(dX[2, 1], dout[2, 20:40].reshape(4, 5))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3), (3, 2, 5, 4)])
+def test_flatten_gradients(rng, shape):
+    """Flatten's backward reshape agrees with numerical gradients."""
+    assert_gradients_match(check_layer(Flatten(), rng.standard_normal(shape)))
+
+
+def test_flatten_needs_a_batch_axis():
+    """Flatten of a 1-D array asks for (N, ...)."""
+    with pytest.raises(ValueError, match=r"Flatten\.forward: X must have a batch axis"):
+        Flatten().forward(np.zeros(5))
 
 
 # ---------------------------------------------------------------------------- MaxPoolLayer
@@ -121,6 +146,88 @@ def test_maxpool_overlapping_shared_maximum_collects_both_windows():
     assert_array_equal(dX, expected)
 
 
+@st.composite
+def pool_geometry(draw):
+    """(N, C, H, W, pool_size, stride) with the window fitting the input."""
+    N, C = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    H, W = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    P, stride = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    assume(P <= H and P <= W)
+    return N, C, H, W, P, stride
+
+
+@settings(max_examples=40)
+@given(pool_geometry(), seeds)
+def test_maxpool_size_and_vectorized_equals_loops(geometry, seed):
+    """Pooling output size is (H - P) // S + 1; both impls equal the loop definition, ties included."""
+    N, C, H, W, P, s = geometry
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)     # small integers: many ties
+    fast, slow = MaxPoolLayer(P, s), MaxPoolLayer(P, s, impl="loops")
+    out = fast.forward(X)
+    assert out.shape == (N, C, (H - P) // s + 1, (W - P) // s + 1)
+    dout = rng.standard_normal(out.shape)
+    ref_out, ref_dX = maxpool_reference(X, P, s, dout)
+    assert_allclose(out, ref_out, rtol=0, atol=0)
+    assert_allclose(slow.forward(X), ref_out, rtol=0, atol=0)
+    assert_allclose(fast.backward(dout), ref_dX, rtol=1e-14, atol=1e-15)
+    assert_allclose(slow.backward(dout), ref_dX, rtol=1e-14, atol=1e-15)
+
+
+@settings(max_examples=30)
+@given(pool_geometry(), seeds)
+def test_maxpool_gradients_pass_the_numerical_check(geometry, seed):
+    """On tie-free inputs, MaxPoolLayer's backward agrees with centred differences."""
+    N, C, H, W, P, s = geometry
+    X = distinct_values((N, C, H, W), np.random.default_rng(seed))
+    assert_matches_numerical_gradients(MaxPoolLayer(P, s), X, seed)
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_maxpool_gradients(rng, case):
+    """MaxPoolLayer (non-overlapping, overlapping, gapped) on tie-free inputs agrees with numerical gradients."""
+    N, C, H, W, P, s = case
+    assert_gradients_match(check_layer(MaxPoolLayer(P, s), distinct_values((N, C, H, W), rng)))
+
+
+def test_maxpool_loops_impl_gradients(rng):
+    """MaxPoolLayer(impl='loops') with overlapping windows agrees with numerical gradients."""
+    assert_gradients_match(check_layer(MaxPoolLayer(3, 2, impl="loops"), distinct_values((2, 2, 7, 6), rng)))
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def jax_maxpool_and_vjp(X, dout, P, s):
+    """JAX's max pooling output and its vector-Jacobian product with dout: (out, dX)."""
+    out, vjp = jax.vjp(lambda x: jax_maxpool(x, P, s), X)
+    return (out,) + vjp(dout)
+
+
+@pytest.mark.parametrize("impl", ["vectorized", "loops"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_maxpool_forward_and_vjp_match_jax(rng, case, impl):
+    """MaxPoolLayer output and dX equal lax.reduce_window max and its VJP (tie-free inputs)."""
+    N, C, H, W, P, s = case
+    X = distinct_values((N, C, H, W), rng)
+    layer = MaxPoolLayer(P, s, impl=impl)
+    out = layer.forward(X)
+    dout = rng.standard_normal(out.shape)
+    expected, dX_ref = jax_maxpool_and_vjp(X, dout, P, s)
+    assert_allclose(out, expected, rtol=0, atol=0)
+    assert_allclose(layer.backward(dout), dX_ref, rtol=RTOL, atol=ATOL)
+
+
+def test_maxpool_window_larger_than_input():
+    """A 3x3 pool on a 2x5 input names both sizes."""
+    with pytest.raises(ValueError, match=r"3x3 pool window is larger than the 2x5 input"):
+        MaxPoolLayer(3, 1).forward(np.zeros((1, 1, 2, 5)))
+
+
+def test_maxpool_wrong_number_of_dimensions():
+    """MaxPoolLayer.forward wants (N, C, H, W)."""
+    with pytest.raises(ValueError, match=r"MaxPoolLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\)"):
+        MaxPoolLayer().forward(np.zeros((4, 4)))
+
+
 # ---------------------------------------------------------------------------- FullyConnectedLayer
 
 
@@ -165,6 +272,38 @@ def test_fully_connected_default_initialisation():
     assert_array_equal(fc.biases, 0.0)
 
 
+@pytest.mark.parametrize("N, n_in, n_out", [(1, 1, 1), (3, 5, 2), (2, 7, 10)])
+def test_fully_connected_gradients(rng, N, n_in, n_out):
+    """FullyConnectedLayer: dX, dW, db agree with numerical gradients."""
+    fc = FullyConnectedLayer(n_in, n_out, rng=1, dtype=np.float64)
+    fc.biases[...] = rng.standard_normal(n_out)
+    assert_gradients_match(check_layer(fc, rng.standard_normal((N, n_in))))
+
+
+@pytest.mark.parametrize("N, n_in, n_out", [(1, 3, 2), (4, 7, 5), (3, 1568, 10)])
+def test_fully_connected_matches_jax(rng, N, n_in, n_out):
+    """FullyConnectedLayer forward, dX, dW, db equal JAX's x @ W + b and its VJP."""
+    fc = FullyConnectedLayer(n_in, n_out, rng=0, dtype=np.float64)
+    fc.biases[...] = rng.standard_normal(n_out)
+    X = rng.standard_normal((N, n_in))
+    expected, vjp = jax.vjp(lambda x, w, b: x @ w + b, X, fc.weights, fc.biases)
+    assert_allclose(fc.forward(X), expected, rtol=RTOL, atol=ATOL)
+    dout = rng.standard_normal((N, n_out))
+    dX_ref, dW_ref, db_ref = vjp(dout)
+    assert_allclose(fc.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(fc.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(fc.grads["biases"], db_ref, rtol=RTOL, atol=ATOL)
+
+
+def test_fully_connected_wrong_feature_count():
+    """Unflattened or wrongly sized input to the dense layer names the feature counts and the remedy."""
+    fc = FullyConnectedLayer(1568, 10)
+    with pytest.raises(ValueError, match=r"X must be a 2-D array of shape \(N, 1568\); got 4-D"):
+        fc.forward(np.zeros((2, 8, 14, 14), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"X has 1000 features.*expects input_size=1568"):
+        fc.forward(np.zeros((2, 1000), dtype=np.float32))
+
+
 # ---------------------------------------------------------------------------- Dropout
 
 
@@ -198,3 +337,26 @@ def test_dropout_same_seed_same_mask(rng):
     """Two Dropout layers seeded alike drop the same activations."""
     X = rng.standard_normal((5, 9))
     assert_array_equal(Dropout(0.4, rng=7).forward(X), Dropout(0.4, rng=7).forward(X))
+
+
+class ReseededDropout(Dropout):
+    """Dropout that restarts its generator before every forward, so every call draws the same mask."""
+
+    def __init__(self, rate, seed):
+        super().__init__(rate, rng=seed)
+        self.seed = seed
+
+    def forward(self, X, training=True):
+        self.rng = np.random.default_rng(self.seed)
+        return super().forward(X, training)
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5, 0.8])
+def test_dropout_gradients_with_a_fixed_mask(rng, rate):
+    """Dropout with a fixed mask (same seed for every forward) agrees with numerical gradients."""
+    layer = ReseededDropout(rate, seed=11)
+    X = rng.standard_normal((3, 2, 4, 5))
+    first = layer.forward(X)
+    assert 0 < np.count_nonzero(first == 0) < X.size          # the mask is not trivial
+    np.testing.assert_array_equal(layer.forward(X), first)    # ... and the same at every call
+    assert_gradients_match(check_layer(layer, X))

@@ -1,8 +1,14 @@
-"""Softmax, cross-entropy and the gradient that starts backpropagation (Part 7)."""
+"""cnn.losses: softmax, cross-entropy and the gradient that starts backpropagation (Part 7), against hand-worked
+values, numerical gradients, JAX and any finite logits (hypothesis); their refusals of bad input."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
+import cnn
 from cnn import (cross_entropy_from_logits, cross_entropy_loss, log_softmax, numerical_gradient, rel_error, softmax,
                  softmax_cross_entropy_gradient)
 
@@ -103,3 +109,67 @@ def test_softmax_cross_entropy_gradient_hand_worked_example():
     g = softmax_cross_entropy_gradient(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]), np.array([0, 2]))
     assert_allclose(g, [[-0.15, 0.1, 0.05], [0.05, 0.05, -0.1]], rtol=1e-12, atol=1e-15)
     assert_allclose(g.sum(axis=1), 0.0, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------- any finite logits (hypothesis), and JAX
+
+
+@settings(max_examples=40)
+@given(st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=1, max_size=12), st.floats(-1e3, 1e3))
+def test_softmax_is_a_distribution_invariant_to_shifts(logits, shift):
+    """For any finite logits: probabilities in [0, 1] summing to 1, unchanged by adding a constant."""
+    x = np.array([logits])
+    p = softmax(x)
+    assert np.all((p >= 0) & (p <= 1))
+    assert abs(p.sum() - 1) < 1e-12
+    assert_allclose(softmax(x + shift), p, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("N, classes", [(1, 2), (5, 10), (7, 3)])
+def test_softmax_cross_entropy_match_jax(rng, N, classes):
+    """softmax, log_softmax, the loss and its gradient equal jax.nn.softmax, log_softmax and jax.grad."""
+    logits = 3 * rng.standard_normal((N, classes))
+    y = rng.integers(0, classes, N)
+
+    @jax.jit
+    def reference(z):
+        def loss(z):
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], axis=1))
+        return jax.nn.softmax(z), jax.nn.log_softmax(z), loss(z), jax.grad(loss)(z)
+
+    probs, log_probs, loss, grad = reference(logits)
+    assert_allclose(cnn.softmax(logits), probs, rtol=1e-13)
+    assert_allclose(cnn.log_softmax(logits), log_probs, rtol=1e-13, atol=1e-15)
+    assert cnn.cross_entropy_from_logits(logits, y) == pytest.approx(float(loss), rel=1e-13)
+    assert cnn.cross_entropy_loss(cnn.softmax(logits), y) == pytest.approx(float(loss), rel=1e-12)
+    assert_allclose(cnn.softmax_cross_entropy_gradient(cnn.softmax(logits), y), grad, rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("predictions", [
+    [[2.0, -1.0, 0.5]],                # logits, not probabilities
+    [[0.1, 0.3, 0.2]],                 # logits that happen to lie in [0, 1]: the row sums to 0.6
+    [[0.5, 0.9, 0.0]],                 # sums to 1.4
+], ids=["negative-logits", "row-sums-0.6", "row-sums-1.4"])
+def test_cross_entropy_refuses_non_probabilities(predictions):
+    """cross_entropy_loss given something that is not a probability distribution per row says to apply softmax."""
+    with pytest.raises(ValueError, match=r"cross_entropy_loss: predictions must be probabilities.*softmax"):
+        cross_entropy_loss(np.array(predictions), np.array([1]))
+
+
+def test_cross_entropy_refuses_wrong_shape_and_nan():
+    """1-D predictions and NaN predictions are refused with the expected shape / finiteness."""
+    with pytest.raises(ValueError, match=r"predictions must be a 2-D array of shape \(N, num_classes\)"):
+        cross_entropy_loss(np.array([0.5, 0.5]), np.array([1]))
+    with pytest.raises(ValueError, match=r"predictions contains 1 NaN"):
+        cross_entropy_loss(np.array([[np.nan, 0.5]]), np.array([1]))
+
+
+def test_softmax_refuses_a_scalar_and_nan():
+    """softmax needs a class axis and finite logits."""
+    with pytest.raises(ValueError, match=r"softmax: x must have at least one axis"):
+        softmax(np.float64(1.0))
+    with pytest.raises(ValueError, match=r"softmax: x contains 1 NaN"):
+        softmax(np.array([[1.0, np.nan]]))

@@ -1,15 +1,94 @@
-"""two_conv_net and deep_cnn: shapes, parameter counts, gradients of tiny versions, and a short training."""
+"""cnn.networks: SimpleCNN (the activity's architecture, seeds, its gradients, against a JAX network), two_conv_net
+and deep_cnn (shapes, parameter counts, options, gradients of tiny versions, and a short training)."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose, assert_array_equal
 
-from cnn import load_mnist_prepared
-from cnn.batchnorm import BatchNorm
-from cnn.conv import ConvLayer
-from cnn.gradcheck import check_model
-from cnn.layers import Dropout, FullyConnectedLayer
-from cnn.model import Sequential
-from cnn.networks import DEEP_CNN_TRAINING, deep_cnn, make_optimizer, two_conv_net
-from cnn.optim import Adam, Momentum
+import cnn
+from cnn import (DEEP_CNN_TRAINING, Adam, BatchNorm, ConvLayer, Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer,
+                 Momentum, ReLU, Sequential, SimpleCNN, check_model, deep_cnn, load_mnist_prepared, two_conv_net)
+from cnn.optim import make_optimizer
+from conftest import all_params, assert_gradients_match, jax_conv, jax_maxpool
+
+# ---------------------------------------------------------------------------- SimpleCNN
+
+
+def test_simplecnn_layers_in_the_activity_order():
+    """Conv(8 filters, 3x3, padding 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)."""
+    layers = SimpleCNN().layers
+    assert [type(layer) for layer in layers] == [ConvLayer, ReLU, MaxPoolLayer, Flatten, FullyConnectedLayer]
+    conv, _, pool, _, fc = layers
+    assert (conv.num_filters, conv.filter_size, conv.num_channels, conv.stride, conv.padding) == (8, 3, 1, 1, 1)
+    assert (pool.pool_size, pool.stride) == (2, 2)
+    assert (fc.input_size, fc.output_size) == (1568, 10)
+    assert fc.weights.shape == (1568, 10)
+
+
+def test_forward_gives_probabilities_of_shape_n_by_10(rng):
+    """forward maps (N, 1, 28, 28) to (N, 10) non-negative rows that sum to 1."""
+    probs = SimpleCNN().forward(rng.random((5, 1, 28, 28)).astype(np.float32))
+    assert probs.shape == (5, 10)
+    assert np.all(probs >= 0)
+    assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_summary_shapes_and_parameter_counts():
+    """summary lists each layer's output shape and parameter count: 80 conv + 15690 FC = 15770."""
+    rows = SimpleCNN().summary()
+    assert [shape for _, shape, _ in rows] == [(8, 28, 28), (8, 28, 28), (8, 14, 14), (1568,), (10,)]
+    assert [count for _, _, count in rows] == [8 * 9 + 8, 0, 0, 0, 1568 * 10 + 10]
+    assert [count for _, _, count in rows] == [80, 0, 0, 0, 15690]
+    assert SimpleCNN().num_params() == 15770
+    assert rows[0][0].startswith("ConvLayer(num_filters=8, filter_size=3")
+
+
+def test_loops_impl_network_computes_the_same_probabilities(rng):
+    """SimpleCNN(impl='loops') and the default vectorized network give the same forward pass."""
+    X = rng.random((2, 1, 28, 28)).astype(np.float32)
+    assert_allclose(SimpleCNN(seed=1, impl="loops").forward(X), SimpleCNN(seed=1).forward(X), rtol=1e-5, atol=1e-7)
+
+
+def test_same_seed_gives_bit_identical_initial_weights():
+    """Two SimpleCNN(seed=3) start from exactly the same weights and biases."""
+    for a, b in zip(all_params(SimpleCNN(seed=3)), all_params(SimpleCNN(seed=3))):
+        assert_array_equal(a, b)
+
+
+def test_different_seed_gives_different_weights():
+    """SimpleCNN(seed=3) and SimpleCNN(seed=4) differ in both weight arrays."""
+    a, b = SimpleCNN(seed=3), SimpleCNN(seed=4)
+    for la, lb in zip(a.param_layers, b.param_layers):
+        assert not np.array_equal(la.weights, lb.weights)
+
+
+def test_simplecnn_gradients_in_float64(rng):
+    """The whole SimpleCNN (converted to float64, random biases) agrees with numerical gradients of the loss."""
+    model = cnn.SimpleCNN(seed=4).astype(np.float64)
+    for layer in model.param_layers:
+        layer.biases[...] = 0.1 * rng.standard_normal(layer.biases.shape)
+    assert all(layer.weights.dtype == np.float64 and layer.params["weights"] is layer.weights
+               for layer in model.param_layers)
+    X = rng.standard_normal((2, 1, 28, 28))
+    errors = check_model(model, X, np.array([3, 7]))
+    assert set(errors) == {"0.weights", "0.biases", "4.weights", "4.biases"}
+    assert_gradients_match(errors)
+
+
+def test_simplecnn_forward_matches_a_jax_network(rng):
+    """SimpleCNN's probabilities equal the same network written with JAX primitives and the same weights."""
+    model = cnn.SimpleCNN(seed=2)
+    conv, fc = model.layers[0], model.layers[4]
+    conv.biases[...] = 0.1 * rng.standard_normal(8)
+    X = rng.random((3, 1, 28, 28)).astype(np.float32)
+    h = jnp.maximum(jax_conv(X.astype(np.float64), conv.weights.astype(np.float64),
+                             conv.biases.astype(np.float64), 1, 1), 0)
+    logits = jax_maxpool(h, 2, 2).reshape(3, -1) @ fc.weights.astype(np.float64) + fc.biases
+    assert_allclose(model.forward(X), jax.nn.softmax(logits), rtol=1e-4, atol=1e-6)   # float32 model
+
+
+# ---------------------------------------------------------------------------- two_conv_net and deep_cnn
 
 
 def test_two_conv_net_architecture():

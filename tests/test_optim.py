@@ -1,9 +1,9 @@
-"""SGD, Momentum (and Nesterov) and Adam against hand-written references on a toy quadratic."""
+"""cnn.optim: SGD, Momentum (and Nesterov) and Adam against hand-written references on a toy quadratic."""
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from cnn import SGD, Adam, Flatten, FullyConnectedLayer, Momentum, Sequential
+from cnn import SGD, Adam, FullyConnectedLayer, Momentum
 
 
 class Quadratic:
@@ -143,20 +143,3 @@ def test_optimizers_minimise_a_quadratic(make_optimizer):
         q.backward()
         opt.step([q.layer])
     assert q.loss() - best < 1e-3 * (start - best)
-
-
-def test_model_drives_the_optimizer_with_its_learning_rate_schedule(rng):
-    """Sequential passes each epoch's learning_rate * lr_decay**e to the optimizer: optimizer=SGD(99) trains
-    exactly like the built-in plain SGD."""
-    X, y = rng.standard_normal((6, 1, 2, 2)), np.array([0, 1, 2, 0, 1, 2])
-
-    def model(optimizer):
-        return Sequential([Flatten(), FullyConnectedLayer(4, 3, rng=0, dtype=np.float64)], learning_rate=0.1,
-                          lr_decay=0.5, optimizer=optimizer, input_shape=(1, 2, 2), num_classes=3)
-
-    with_sgd, plain = model(SGD(99.0)), model(None)
-    h1 = with_sgd.train(X, y, epochs=3, batch_size=6, verbose=0)
-    h2 = plain.train(X, y, epochs=3, batch_size=6, verbose=0)
-    assert h1["learning_rate"] == h2["learning_rate"] == [0.1, 0.05, 0.025]
-    assert_array_equal(with_sgd.layers[1].weights, plain.layers[1].weights)
-    assert h1["loss"] == h2["loss"]
