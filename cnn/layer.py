@@ -38,9 +38,10 @@ class Layer(Configurable):
     family = "layer"
 
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
+        # Checked before the class is registered, so that a refused class never replaces a working one.
         _check_signature(cls, "forward", "(X, training=True)", "training")
         _check_signature(cls, "gradient", "(dout, input_grad=True)", "input_grad")
+        super().__init_subclass__(**kwargs)
 
     def __new__(cls, *args, **kwargs):
         for method in ("forward", "gradient"):

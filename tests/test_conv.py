@@ -484,3 +484,20 @@ def test_refused_backward_leaves_weights_grads_and_cache_intact(rng):
         assert_array_equal(layer.grads[name], value)
     dout2 = rng.standard_normal(dout.shape)
     assert_array_equal(layer.gradient(dout2), twin.gradient(dout2))
+
+
+@pytest.mark.parametrize("K, padding", [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (5, 2)])
+def test_input_gradient_gather_equals_the_col2im_scatter(K, padding):
+    """For stride 1 the input gradient is a full correlation with the flipped filters (a gather); it equals
+    col2im of W.T @ dout (the scatter) for every padding, including those wider than K - 1 (which fall back)."""
+    from cnn.conv import col2im, conv_input_gradient
+
+    rng = np.random.default_rng(K * 10 + padding)
+    N, C, H, W, F = 2, 4, 6, 7, 3                       # F <= C: the gather
+    weights = rng.standard_normal((F, C, K, K))
+    OH, OW = H + 2 * padding - K + 1, W + 2 * padding - K + 1
+    dout = rng.standard_normal((N, F, OH, OW))
+    scatter = col2im(weights.reshape(F, -1).T @ dout.transpose(1, 0, 2, 3).reshape(F, -1), (N, C, H, W), K, 1, padding)
+    for workspace in (None, {}):
+        np.testing.assert_allclose(conv_input_gradient(dout, weights, (N, C, H, W), 1, padding, workspace), scatter,
+                                   rtol=1e-12, atol=1e-12)

@@ -110,6 +110,7 @@ def test_the_protocol_is_enforced_when_a_layer_class_is_defined_or_made():
 
             def gradient(self, dout):
                 return dout
+    assert "Bad" not in Layer.registry                  # a refused class never replaces a working one
     with pytest.raises(TypeError, match=r"BadForward.forward must take \(X, training=True\)"):
         class BadForward(Layer):
             def forward(self, X):
