@@ -38,7 +38,8 @@ check-book: $(VENV)/.installed-test $(VENV)/.installed-browser
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 	$(BIN)/python -m pytest -q tests_book
 
-bench: $(VENV)/.installed-test
+# Speed against Keras (JAX) and PyTorch (CPU), each in its own process, in turns (benchmarks/run.py).
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -1,14 +1,19 @@
 """Speed benchmarks (``make bench``): seconds per training epoch of our NumPy CNN, of its loop version and
-of the same model in Keras (JAX backend, CPU), plus per-layer times and how time grows with batch and
-image size. Never run by the tests.
+of the same models in two frameworks on the CPU, Keras 3 (JAX backend) and PyTorch, plus per-layer times
+and how time grows with batch and image size. Never run by the tests.
 
-Every system is timed in a process of its own, one after another, so NumPy's BLAS threads and the
-framework's thread pool never compete. Prints a table and writes ``benchmarks/results/latest.json``.
+Every system is timed in a process of its own, one after another, so NumPy's BLAS threads and a
+framework's thread pool never compete; the systems take turns (ours, Keras, PyTorch, ours, ...) for
+several rounds, so that a slow spell of the machine does not fall on one system only. Prints a table,
+with our time over each framework's for both networks, and writes ``benchmarks/results/latest.json``.
 
-    python benchmarks/run.py                 # everything (about 4 minutes on 2 cores)
+    python benchmarks/run.py                 # everything (several minutes on 2 cores)
     python benchmarks/run.py --quick         # smaller subsets, for a smoke test
+
+The frameworks come with the benchmark's extra: ``pip install -e '.[bench]'`` (``make bench`` does it).
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -52,18 +57,35 @@ def worker_ours(name, n, batch_size, impl, epochs=1):
     return {"epoch_seconds": history["seconds"], "images": n}
 
 
+def _optimizer(model):
+    """How our model steps its parameters: ``("sgd", learning_rate)`` for plain SGD (SimpleCNN), or
+    ``("adam", learning_rate, beta1, beta2, eps)`` (deep_cnn, from DEEP_CNN_TRAINING)."""
+    from cnn.optim import Adam
+
+    if model.optimizer is None:
+        return ("sgd", model.learning_rate)
+    if isinstance(model.optimizer, Adam):
+        opt = model.optimizer
+        return ("adam", model.learning_rate, opt.beta1, opt.beta2, opt.eps)
+    raise ValueError(f"no framework twin for the optimizer {model.optimizer!r}")
+
+
 def worker_keras(name, n, batch_size, epochs=1):
-    """``epochs`` training epochs of the same model in Keras (after a compile epoch), plain SGD like
-    ours; returns each epoch's seconds."""
+    """``epochs`` training epochs of the same model in Keras (after a compile epoch), with our model's
+    optimizer (plain SGD for SimpleCNN, Adam for deep_cnn) at its learning rate; returns each epoch's
+    seconds."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     from cnn.keras_compat import import_keras, to_keras
 
     keras = import_keras()
     X, y = _data(n)
     X = np.ascontiguousarray(X.transpose(0, 2, 3, 1))   # Keras' own layout, its fastest on a CPU
-    kmodel = to_keras(_build(name), data_format="channels_last")
-    kmodel.compile(optimizer=keras.optimizers.SGD(0.05),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = _build(name)
+    kind, lr, *adam = _optimizer(model)
+    optimizer = keras.optimizers.SGD(lr) if kind == "sgd" else \
+        keras.optimizers.Adam(lr, beta_1=adam[0], beta_2=adam[1], epsilon=adam[2])
+    kmodel = to_keras(model, data_format="channels_last")
+    kmodel.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # Compile first, on batches of both shapes the epochs will use (the last batch may be smaller).
     warm = 50 * batch_size + n % batch_size
     kmodel.fit(X[:warm], y[:warm], epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
@@ -72,6 +94,92 @@ def worker_keras(name, n, batch_size, epochs=1):
                                            on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
     kmodel.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=[timer])
     return {"epoch_seconds": seconds, "images": n, "keras": keras.__version__}
+
+
+#: PyTorch's threads. torch.get_num_threads() is 2 by default on this 2-core machine (one per physical
+#: core); set explicitly, so that the benchmark says what it measured.
+TORCH_THREADS = 2
+TORCH_MISSING = "PyTorch not installed: pip install '.[bench]'"
+
+
+def _torch_model(name):
+    """The same network as ``_build(name)`` in PyTorch, layer for layer (NCHW, as ours)."""
+    from torch import nn
+
+    if name == "simple":   # Conv(8, 3x3, pad 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(8 * 14 * 14, 10))
+    # deep_cnn: two stages of [Conv 3x3 (pad 1) -> BatchNorm -> ReLU] x 2 -> MaxPool 2x2, filters (16, 32),
+    # then FC(32*7*7 -> 128) -> ReLU -> Dropout(0.25) -> FC(128 -> 10). Our BatchNorm's momentum 0.9 (the
+    # old running mean's weight) is PyTorch's 0.1 (the new batch's), eps 1e-5 in both.
+    layers, channels = [], 1
+    for filters in (16, 32):
+        for _ in range(2):
+            layers += [nn.Conv2d(channels, filters, 3, padding=1), nn.BatchNorm2d(filters, eps=1e-5, momentum=0.1),
+                       nn.ReLU()]
+            channels = filters
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
+                         nn.Linear(128, 10))
+
+
+def worker_torch(name, n, batch_size, epochs=1):
+    """``epochs`` training epochs of the same model in PyTorch on the CPU, trained as ours is: the same
+    images, batches of ``batch_size`` shuffled every epoch, the mean cross-entropy of the logits, our
+    model's optimizer (plain SGD for SimpleCNN, Adam for deep_cnn) at its learning rate, decayed by its
+    ``lr_decay`` every epoch; after a warm-up on a few batches, as ours has. Returns each epoch's seconds.
+
+    PyTorch keeps its own initial weights: copying ours would not change the time of an epoch. The
+    architecture is checked instead: the same layers and the same number of parameters as ours.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit(TORCH_MISSING) from None
+    from torch import nn
+
+    torch.set_num_threads(TORCH_THREADS)
+    torch.manual_seed(0)
+    model = _build(name)
+    net = _torch_model(name)
+    torch_params = sum(p.numel() for p in net.parameters())
+    assert torch_params == model.num_params(), \
+        f"{name}: PyTorch's twin has {torch_params} parameters, ours {model.num_params()}"
+    kind, lr, *adam = _optimizer(model)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr) if kind == "sgd" else \
+        torch.optim.Adam(net.parameters(), lr=lr, betas=(adam[0], adam[1]), eps=adam[2])
+    loss_fn = nn.CrossEntropyLoss()   # the mean over the batch, from the logits, as ours
+    X, y = _data(n)
+    X, y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+
+    def step(xb, yb):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    net.train()
+    # Warm-up, as ours has: allocations and oneDNN's kernels for both batch shapes the epochs will use.
+    warm = min(n, 4 * batch_size)
+    for start in range(0, warm, batch_size):
+        step(X[start : start + batch_size], y[start : start + batch_size])
+    if n % batch_size:
+        step(X[: n % batch_size], y[: n % batch_size])
+    seconds = []
+    for epoch in range(epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * model.lr_decay ** epoch
+        order = torch.randperm(n, generator=generator)
+        start = time.perf_counter()
+        total = torch.zeros(())
+        for b in range(0, n, batch_size):
+            idx = order[b : b + batch_size]
+            total += step(X[idx], y[idx]) * len(idx)   # the running loss, as ours and Keras keep
+        seconds.append(time.perf_counter() - start)
+    return {"epoch_seconds": seconds, "images": n, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "params": torch_params, "loss": float(total) / n}
 
 
 def worker_layers(batch_size):
@@ -132,7 +240,8 @@ def _median_ms(fn, repeats=50):
     return 1000 * float(np.median(times))
 
 
-WORKERS = {"ours": worker_ours, "keras": worker_keras, "layers": worker_layers, "scaling": worker_scaling}
+WORKERS = {"ours": worker_ours, "keras": worker_keras, "torch": worker_torch, "layers": worker_layers,
+           "scaling": worker_scaling}
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -171,47 +280,84 @@ def main(argv=None):
 
     n_full = 6000 if args.quick else 60000
     n_loops = 32 if args.quick else 160
-    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "epochs": {}}
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg(),
+               "epochs": {}, "ratios": {}}
     print(f"machine: {results['machine']}")
-    ours, loops, keras = "ours (NumPy, vectorised)", "ours (NumPy, loops), extrapolated", "Keras 3 (JAX backend, CPU)"
-    # SimpleCNN, the comparison the speed target is about: our version and Keras take turns, three rounds
-    # of two epochs each, so that a slow spell of the machine does not fall on one system only; each row
-    # is the median of the six epochs. The loop version is timed once, on a few batches.
+    # Other work on the machine slows every system, PyTorch's two threads most (a thread that waits for a busy
+    # core stalls the other at every barrier): the load is part of the result.
+    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in results["load_before"]))
+    ours, loops = "ours (NumPy, vectorised)", "ours (NumPy, loops), extrapolated"
+    keras, pytorch = "Keras 3 (JAX backend, CPU)", f"PyTorch (CPU, {TORCH_THREADS} threads)"
+    has_torch = importlib.util.find_spec("torch") is not None   # found, not imported: no threads started here
+    if not has_torch:
+        print(f"  {TORCH_MISSING} (its rows are left out)")
+    # For each network, ours, Keras and PyTorch take turns, each in a process of its own, for three rounds,
+    # so that a slow spell of the machine does not fall on one system only; each row is the median of its
+    # epochs (the best is kept too). SimpleCNN: two epochs per turn, batches of 32. deep_cnn: one epoch of a
+    # quarter of the images per turn, batches of 64 (DEEP_CNN_TRAINING). The loop version is timed once, on
+    # a few batches.
     rounds = 1 if args.quick else 3
-    plan = []
-    for _ in range(rounds):
-        plan += [("simple", ours, ("ours", "simple", n_full, 32, "vectorized", 2)),
-                 ("simple", keras, ("keras", "simple", n_full, 32, 2))]
-    plan.append(("simple", loops, ("ours", "simple", n_loops, 32, "loops", 1)))
-    # The deeper network trains with batches of 64 (DEEP_CNN_TRAINING); both systems use the same.
+    peers = [("keras", keras)] + ([("torch", pytorch)] if has_torch else [])
+
+    def turns(model, n, batch_size, epochs):
+        plan = []
+        for _ in range(rounds):
+            plan.append((model, ours, ("ours", model, n, batch_size, "vectorized", epochs)))
+            plan += [(model, system, (worker, model, n, batch_size, epochs)) for worker, system in peers]
+        return plan
+
+    plan = turns("simple", n_full, 32, 2) + [("simple", loops, ("ours", "simple", n_loops, 32, "loops", 1))]
     if not args.skip_deep:
-        plan += [("deep", ours, ("ours", "deep", n_full // 4, 64, "vectorized", 1)),
-                 ("deep", keras, ("keras", "deep", n_full // 4, 64, 1))]
+        plan += turns("deep", n_full // 4, 64, 1)
     for model, system, worker in plan:
         try:
             row = run_worker(*worker)
         except RuntimeError as err:
-            print(f"  {model:7s} {system:38s} failed: {str(err).splitlines()[0]}")
+            print(f"  {model:7s} {system:38s} failed: {str(err).strip().splitlines()[-1]}")   # the error itself
             continue
         entry = results["epochs"].setdefault(model, {}).setdefault(system, {"images": row["images"], "epoch_seconds": []})
         entry["epoch_seconds"] += row["epoch_seconds"]
         entry["seconds_per_epoch"] = float(np.median(entry["epoch_seconds"])) * 60000 / row["images"]
+        entry["best_seconds_per_epoch"] = float(np.min(entry["epoch_seconds"])) * 60000 / row["images"]
+        entry.update({k: v for k, v in row.items() if k not in ("epoch_seconds", "images", "loss")})   # versions
         print(f"  {model:7s} {system:38s} epochs of {row['images']} images took "
               + ", ".join(f"{t:.2f}" for t in row["epoch_seconds"]) + " s")
-    print("\nseconds per 60,000-image epoch (median of the epochs above, scaled to 60,000 images):")
+    print("\nseconds per 60,000-image epoch (of the epochs above, scaled to 60,000 images):")
+    print(f"  {'':7s} {'':38s} {'median':>9s} {'best':>9s}")
     for model, systems in results["epochs"].items():
         for system, entry in systems.items():
-            print(f"  {model:7s} {system:38s} {entry['seconds_per_epoch']:9.1f}")
+            print(f"  {model:7s} {system:38s} {entry['seconds_per_epoch']:9.1f} {entry['best_seconds_per_epoch']:9.1f}")
+    # Our time over each framework's (below 1: ours is faster), from the medians (and from the best epochs).
+    # The targets are issue 15's.
+    titles = {"simple": ("SimpleCNN, batch 32", {"keras": 0.5, "pytorch": 0.40}),
+              "deep": ("deep_cnn, batch 64 ", {"pytorch": 1.5})}
+    for model, (title, targets) in titles.items():
+        epochs = results["epochs"].get(model, {})
+        if ours not in epochs:
+            continue
+        parts, ratios = [], results["ratios"].setdefault(model, {})
+        for key, label, system in (("keras", "Keras", keras), ("pytorch", "PyTorch", pytorch)):
+            if key == "pytorch" and not has_torch:
+                parts.append(f"ours / PyTorch: {TORCH_MISSING}")
+            elif system not in epochs:
+                parts.append(f"ours / {label}: no time (its runs failed)")
+            else:
+                ratio = epochs[ours]["seconds_per_epoch"] / epochs[system]["seconds_per_epoch"]
+                best = epochs[ours]["best_seconds_per_epoch"] / epochs[system]["best_seconds_per_epoch"]
+                ratios[f"ours_over_{key}"], ratios[f"ours_over_{key}_best"] = ratio, best
+                target = f", target <= {targets[key]:.2f}" if key in targets else ""
+                parts.append(f"ours / {label} = {ratio:.2f} (best {best:.2f}{target})")
+        print(f"  {title}: " + "; ".join(parts))
+    if "ours_over_keras" in results["ratios"].get("simple", {}):
+        results["ours_over_keras"] = results["ratios"]["simple"]["ours_over_keras"]   # as in earlier results
     simple = results["epochs"].get("simple", {})
-    if ours in simple:
-        ours_s = simple[ours]["seconds_per_epoch"]
-        if keras in simple:
-            results["ours_over_keras"] = ours_s / simple[keras]["seconds_per_epoch"]
-            print(f"  SimpleCNN, batch 32: ours / Keras = {results['ours_over_keras']:.2f} (target <= 0.5)")
-        if loops in simple:
-            results["speedup_over_loops"] = simple[loops]["seconds_per_epoch"] / ours_s
-            print(f"  SimpleCNN, batch 32: vectorised is {results['speedup_over_loops']:,.0f}x faster than the loops "
-                  "(target >= 100x)")
+    if ours in simple and loops in simple:
+        results["speedup_over_loops"] = simple[loops]["seconds_per_epoch"] / simple[ours]["seconds_per_epoch"]
+        print(f"  SimpleCNN, batch 32: vectorised is {results['speedup_over_loops']:,.0f}x faster than the loops "
+              "(target >= 100x)")
+
+    results["load_after"] = os.getloadavg()
+    print("  load average now (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in results["load_after"]))
 
     results["layers"] = run_worker("layers", 32)
     print("\nper layer, batch 32, in the order training runs them (ms):")
