@@ -56,7 +56,7 @@ def _dense_weights(layer, flattened_from, data_format):
     return [w, layer.biases]
 
 
-def _keras_layers():
+def keras_twins():
     """The mapping of our layer classes onto Keras, built when Keras is first needed (keras is optional)."""
     return {
         ConvLayer: KerasTwin(
@@ -85,7 +85,7 @@ def _keras_layers():
 
 def _twin(layer):
     """The KerasTwin of ``layer``'s class (exactly its class: a subclass may compute something else)."""
-    twins = _keras_layers()
+    twins = keras_twins()
     if type(layer) not in twins:
         raise TypeError(f"to_keras: no Keras equivalent for {layer!r}; the layers with one are "
                         f"{', '.join(cls.__name__ for cls in twins)}")

@@ -102,7 +102,9 @@ class Sequential:
         backpropagated through every layer in reverse order, then one update of every parameter.
 
         It runs its own forward pass first (so it never depends on what was last passed to
-        :meth:`forward`) and returns the batch's mean cross-entropy before the update.
+        :meth:`forward`) and returns the batch's mean cross-entropy before the update. A loop that calls
+        ``forward(X)`` and then ``backward(X, y)`` therefore runs two forward passes per batch; one step
+        as :meth:`train` runs it is :func:`cnn.train.train_step`.
         """
         X = check_array("backward: X", X, ndim=4, shape_doc="(N, C, H, W)")
         y = check_labels("backward: y", y, self.num_classes, n=len(X))
