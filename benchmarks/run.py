@@ -12,6 +12,7 @@ with our time over each framework's for both networks, and writes ``benchmarks/r
 
 The frameworks come with the benchmark's extra: ``pip install -e '.[bench]'`` (``make bench`` does it).
 """
+
 import argparse
 import importlib.util
 import json
@@ -51,8 +52,13 @@ def worker_ours(name, n, batch_size, impl, epochs=1):
     """``epochs`` training epochs of our model on n images; returns each epoch's seconds."""
     X, y = _data(n)
     model = _build(name, impl)
-    model.train(X[: min(n, 4 * batch_size)], y[: min(n, 4 * batch_size)], epochs=1, batch_size=batch_size,
-                verbose=0)   # warm-up: allocations, caches
+    model.train(
+        X[: min(n, 4 * batch_size)],
+        y[: min(n, 4 * batch_size)],
+        epochs=1,
+        batch_size=batch_size,
+        verbose=0,
+    )  # warm-up: allocations, caches
     history = model.train(X, y, epochs=epochs, batch_size=batch_size, verbose=0)
     return {"epoch_seconds": history["seconds"], "images": n}
 
@@ -79,20 +85,42 @@ def worker_keras(name, n, batch_size, epochs=1):
 
     keras = import_keras()
     X, y = _data(n)
-    X = np.ascontiguousarray(X.transpose(0, 2, 3, 1))   # Keras' own layout, its fastest on a CPU
+    X = np.ascontiguousarray(
+        X.transpose(0, 2, 3, 1)
+    )  # Keras' own layout, its fastest on a CPU
     model = _build(name)
     kind, lr, *adam = _optimizer(model)
-    optimizer = keras.optimizers.SGD(lr) if kind == "sgd" else \
-        keras.optimizers.Adam(lr, beta_1=adam[0], beta_2=adam[1], epsilon=adam[2])
+    optimizer = (
+        keras.optimizers.SGD(lr)
+        if kind == "sgd"
+        else keras.optimizers.Adam(lr, beta_1=adam[0], beta_2=adam[1], epsilon=adam[2])
+    )
     kmodel = to_keras(model, data_format="channels_last")
-    kmodel.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    kmodel.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     # Compile first, on batches of both shapes the epochs will use (the last batch may be smaller).
     warm = 50 * batch_size + n % batch_size
-    kmodel.fit(X[:warm], y[:warm], epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
+    kmodel.fit(
+        X[:warm], y[:warm], epochs=1, batch_size=batch_size, verbose=0, shuffle=False
+    )
     starts, seconds = [], []
-    timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
-                                           on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
-    kmodel.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=[timer])
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(
+            time.perf_counter() - starts[-1]
+        ),
+    )
+    kmodel.fit(
+        X,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0,
+        shuffle=True,
+        callbacks=[timer],
+    )
     return {"epoch_seconds": seconds, "images": n, "keras": keras.__version__}
 
 
@@ -106,21 +134,37 @@ def _torch_model(name):
     """The same network as ``_build(name)`` in PyTorch, layer for layer (NCHW, as ours)."""
     from torch import nn
 
-    if name == "simple":   # Conv(8, 3x3, pad 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)
-        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(8 * 14 * 14, 10))
+    if (
+        name == "simple"
+    ):  # Conv(8, 3x3, pad 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(8 * 14 * 14, 10),
+        )
     # deep_cnn: two stages of [Conv 3x3 (pad 1) -> BatchNorm -> ReLU] x 2 -> MaxPool 2x2, filters (16, 32),
     # then FC(32*7*7 -> 128) -> ReLU -> Dropout(0.25) -> FC(128 -> 10). Our BatchNorm's momentum 0.9 (the
     # old running mean's weight) is PyTorch's 0.1 (the new batch's), eps 1e-5 in both.
     layers, channels = [], 1
     for filters in (16, 32):
         for _ in range(2):
-            layers += [nn.Conv2d(channels, filters, 3, padding=1), nn.BatchNorm2d(filters, eps=1e-5, momentum=0.1),
-                       nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, filters, 3, padding=1),
+                nn.BatchNorm2d(filters, eps=1e-5, momentum=0.1),
+                nn.ReLU(),
+            ]
             channels = filters
         layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
-                         nn.Linear(128, 10))
+    return nn.Sequential(
+        *layers,
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, 10),
+    )
 
 
 def worker_torch(name, n, batch_size, epochs=1):
@@ -143,12 +187,18 @@ def worker_torch(name, n, batch_size, epochs=1):
     model = _build(name)
     net = _torch_model(name)
     torch_params = sum(p.numel() for p in net.parameters())
-    assert torch_params == model.num_params(), \
+    assert torch_params == model.num_params(), (
         f"{name}: PyTorch's twin has {torch_params} parameters, ours {model.num_params()}"
+    )
     kind, lr, *adam = _optimizer(model)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr) if kind == "sgd" else \
-        torch.optim.Adam(net.parameters(), lr=lr, betas=(adam[0], adam[1]), eps=adam[2])
-    loss_fn = nn.CrossEntropyLoss()   # the mean over the batch, from the logits, as ours
+    optimizer = (
+        torch.optim.SGD(net.parameters(), lr=lr)
+        if kind == "sgd"
+        else torch.optim.Adam(
+            net.parameters(), lr=lr, betas=(adam[0], adam[1]), eps=adam[2]
+        )
+    )
+    loss_fn = nn.CrossEntropyLoss()  # the mean over the batch, from the logits, as ours
     X, y = _data(n)
     X, y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
     generator = torch.Generator().manual_seed(0)
@@ -170,16 +220,24 @@ def worker_torch(name, n, batch_size, epochs=1):
     seconds = []
     for epoch in range(epochs):
         for group in optimizer.param_groups:
-            group["lr"] = lr * model.lr_decay ** epoch
+            group["lr"] = lr * model.lr_decay**epoch
         order = torch.randperm(n, generator=generator)
         start = time.perf_counter()
         total = torch.zeros(())
         for b in range(0, n, batch_size):
             idx = order[b : b + batch_size]
-            total += step(X[idx], y[idx]) * len(idx)   # the running loss, as ours and Keras keep
+            total += step(X[idx], y[idx]) * len(
+                idx
+            )  # the running loss, as ours and Keras keep
         seconds.append(time.perf_counter() - start)
-    return {"epoch_seconds": seconds, "images": n, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "params": torch_params, "loss": float(total) / n}
+    return {
+        "epoch_seconds": seconds,
+        "images": n,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "params": torch_params,
+        "loss": float(total) / n,
+    }
 
 
 def worker_layers(batch_size):
@@ -201,7 +259,14 @@ def worker_layers(batch_size):
         dout = np.ones_like(out)
         kwargs = {"input_grad": False} if i == 0 else {}
         bwd = _median_ms(lambda: layer.gradient(dout, **kwargs))
-        rows.append({"layer": repr(layer), "forward_ms": fwd, "backward_ms": bwd, "input_gradient": i > 0})
+        rows.append(
+            {
+                "layer": repr(layer),
+                "forward_ms": fwd,
+                "backward_ms": bwd,
+                "input_gradient": i > 0,
+            }
+        )
     return rows
 
 
@@ -209,24 +274,54 @@ def worker_scaling(kind):
     """Milliseconds per image of a SimpleCNN-style training step against batch size or image size."""
     from threadpoolctl import threadpool_limits
 
-    from cnn import ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential
+    from cnn import (
+        ConvLayer,
+        Flatten,
+        FullyConnectedLayer,
+        MaxPoolLayer,
+        ReLU,
+        Sequential,
+    )
     from cnn.train import train_step
 
-    threadpool_limits(limits=1, user_api="blas")   # as during training (see Sequential's blas_threads)
+    threadpool_limits(
+        limits=1, user_api="blas"
+    )  # as during training (see Sequential's blas_threads)
     rng = np.random.default_rng(0)
     rows = []
-    cases = [(b, 28) for b in (8, 16, 32, 64, 128, 256, 512)] if kind == "batch" else \
-        [(32, s) for s in (14, 28, 56, 112)]
+    cases = (
+        [(b, 28) for b in (8, 16, 32, 64, 128, 256, 512)]
+        if kind == "batch"
+        else [(32, s) for s in (14, 28, 56, 112)]
+    )
     for batch_size, size in cases:
-        model = Sequential([ConvLayer(8, 3, 1, padding=1, rng=0), ReLU(), MaxPoolLayer(), Flatten(),
-                            FullyConnectedLayer(8 * (size // 2) ** 2, 10, rng=0)], learning_rate=0.01,
-                           input_shape=(1, size, size))
+        model = Sequential(
+            [
+                ConvLayer(8, 3, 1, padding=1, rng=0),
+                ReLU(),
+                MaxPoolLayer(),
+                Flatten(),
+                FullyConnectedLayer(8 * (size // 2) ** 2, 10, rng=0),
+            ],
+            learning_rate=0.01,
+            input_shape=(1, size, size),
+        )
         X = rng.random((batch_size, 1, size, size), dtype=np.float32)
         y = rng.integers(0, 10, batch_size)
-        order = model.training_steps()   # as training runs them (conv and pool fused, then the ReLU)
-        ms = _median_ms(lambda: train_step(model, X, y, order), repeats=max(5, 2048 // batch_size))
-        rows.append({"batch_size": batch_size, "image_size": size, "ms_per_step": ms,
-                     "us_per_image": 1000 * ms / batch_size})
+        order = (
+            model.training_steps()
+        )  # as training runs them (conv and pool fused, then the ReLU)
+        ms = _median_ms(
+            lambda: train_step(model, X, y, order), repeats=max(5, 2048 // batch_size)
+        )
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "image_size": size,
+                "ms_per_step": ms,
+                "us_per_image": 1000 * ms / batch_size,
+            }
+        )
     return rows
 
 
@@ -240,8 +335,13 @@ def _median_ms(fn, repeats=50):
     return 1000 * float(np.median(times))
 
 
-WORKERS = {"ours": worker_ours, "keras": worker_keras, "torch": worker_torch, "layers": worker_layers,
-           "scaling": worker_scaling}
+WORKERS = {
+    "ours": worker_ours,
+    "keras": worker_keras,
+    "torch": worker_torch,
+    "layers": worker_layers,
+    "scaling": worker_scaling,
+}
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -260,18 +360,36 @@ def machine():
     blas = "unknown"
     try:
         config = np.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]["name"] + " " + config["Build Dependencies"]["blas"].get("version", "")
+        blas = (
+            config["Build Dependencies"]["blas"]["name"]
+            + " "
+            + config["Build Dependencies"]["blas"].get("version", "")
+        )
     except Exception:  # older NumPy: no dict mode
         pass
-    return {"cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__, "blas": blas,
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small subsets: a smoke test, not a measurement")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small subsets: a smoke test, not a measurement",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--skip-deep", action="store_true", help="leave out the deeper network")
+    parser.add_argument(
+        "--skip-deep", action="store_true", help="leave out the deeper network"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         name, *rest = json.loads(args.worker)
@@ -280,15 +398,28 @@ def main(argv=None):
 
     n_full = 6000 if args.quick else 60000
     n_loops = 32 if args.quick else 160
-    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg(),
-               "epochs": {}, "ratios": {}}
+    results = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_before": os.getloadavg(),
+        "epochs": {},
+        "ratios": {},
+    }
     print(f"machine: {results['machine']}")
     # Other work on the machine slows every system, PyTorch's two threads most (a thread that waits for a busy
     # core stalls the other at every barrier): the load is part of the result.
-    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in results["load_before"]))
+    print(
+        "load average (1, 5, 15 min): "
+        + ", ".join(f"{v:.2f}" for v in results["load_before"])
+    )
     ours, loops = "ours (NumPy, vectorised)", "ours (NumPy, loops), extrapolated"
-    keras, pytorch = "Keras 3 (JAX backend, CPU)", f"PyTorch (CPU, {TORCH_THREADS} threads)"
-    has_torch = importlib.util.find_spec("torch") is not None   # found, not imported: no threads started here
+    keras, pytorch = (
+        "Keras 3 (JAX backend, CPU)",
+        f"PyTorch (CPU, {TORCH_THREADS} threads)",
+    )
+    has_torch = (
+        importlib.util.find_spec("torch") is not None
+    )  # found, not imported: no threads started here
     if not has_torch:
         print(f"  {TORCH_MISSING} (its rows are left out)")
     # For each network, ours, Keras and PyTorch take turns, each in a process of its own, for three rounds,
@@ -302,74 +433,135 @@ def main(argv=None):
     def turns(model, n, batch_size, epochs):
         plan = []
         for _ in range(rounds):
-            plan.append((model, ours, ("ours", model, n, batch_size, "vectorized", epochs)))
-            plan += [(model, system, (worker, model, n, batch_size, epochs)) for worker, system in peers]
+            plan.append(
+                (model, ours, ("ours", model, n, batch_size, "vectorized", epochs))
+            )
+            plan += [
+                (model, system, (worker, model, n, batch_size, epochs))
+                for worker, system in peers
+            ]
         return plan
 
-    plan = turns("simple", n_full, 32, 2) + [("simple", loops, ("ours", "simple", n_loops, 32, "loops", 1))]
+    plan = turns("simple", n_full, 32, 2) + [
+        ("simple", loops, ("ours", "simple", n_loops, 32, "loops", 1))
+    ]
     if not args.skip_deep:
         plan += turns("deep", n_full // 4, 64, 1)
     for model, system, worker in plan:
         try:
             row = run_worker(*worker)
         except RuntimeError as err:
-            print(f"  {model:7s} {system:38s} failed: {str(err).strip().splitlines()[-1]}")   # the error itself
+            print(
+                f"  {model:7s} {system:38s} failed: {str(err).strip().splitlines()[-1]}"
+            )  # the error itself
             continue
-        entry = results["epochs"].setdefault(model, {}).setdefault(system, {"images": row["images"], "epoch_seconds": []})
+        entry = (
+            results["epochs"]
+            .setdefault(model, {})
+            .setdefault(system, {"images": row["images"], "epoch_seconds": []})
+        )
         entry["epoch_seconds"] += row["epoch_seconds"]
-        entry["seconds_per_epoch"] = float(np.median(entry["epoch_seconds"])) * 60000 / row["images"]
-        entry["best_seconds_per_epoch"] = float(np.min(entry["epoch_seconds"])) * 60000 / row["images"]
-        entry.update({k: v for k, v in row.items() if k not in ("epoch_seconds", "images", "loss")})   # versions
-        print(f"  {model:7s} {system:38s} epochs of {row['images']} images took "
-              + ", ".join(f"{t:.2f}" for t in row["epoch_seconds"]) + " s")
-    print("\nseconds per 60,000-image epoch (of the epochs above, scaled to 60,000 images):")
+        entry["seconds_per_epoch"] = (
+            float(np.median(entry["epoch_seconds"])) * 60000 / row["images"]
+        )
+        entry["best_seconds_per_epoch"] = (
+            float(np.min(entry["epoch_seconds"])) * 60000 / row["images"]
+        )
+        entry.update(
+            {
+                k: v
+                for k, v in row.items()
+                if k not in ("epoch_seconds", "images", "loss")
+            }
+        )  # versions
+        print(
+            f"  {model:7s} {system:38s} epochs of {row['images']} images took "
+            + ", ".join(f"{t:.2f}" for t in row["epoch_seconds"])
+            + " s"
+        )
+    print(
+        "\nseconds per 60,000-image epoch (of the epochs above, scaled to 60,000 images):"
+    )
     print(f"  {'':7s} {'':38s} {'median':>9s} {'best':>9s}")
     for model, systems in results["epochs"].items():
         for system, entry in systems.items():
-            print(f"  {model:7s} {system:38s} {entry['seconds_per_epoch']:9.1f} {entry['best_seconds_per_epoch']:9.1f}")
+            print(
+                f"  {model:7s} {system:38s} {entry['seconds_per_epoch']:9.1f} {entry['best_seconds_per_epoch']:9.1f}"
+            )
     # Our time over each framework's (below 1: ours is faster), from the medians (and from the best epochs).
     # The targets are issue 15's.
-    titles = {"simple": ("SimpleCNN, batch 32", {"keras": 0.5, "pytorch": 0.40}),
-              "deep": ("deep_cnn, batch 64 ", {"pytorch": 1.5})}
+    titles = {
+        "simple": ("SimpleCNN, batch 32", {"keras": 0.5, "pytorch": 0.40}),
+        "deep": ("deep_cnn, batch 64 ", {"pytorch": 1.5}),
+    }
     for model, (title, targets) in titles.items():
         epochs = results["epochs"].get(model, {})
         if ours not in epochs:
             continue
         parts, ratios = [], results["ratios"].setdefault(model, {})
-        for key, label, system in (("keras", "Keras", keras), ("pytorch", "PyTorch", pytorch)):
+        for key, label, system in (
+            ("keras", "Keras", keras),
+            ("pytorch", "PyTorch", pytorch),
+        ):
             if key == "pytorch" and not has_torch:
                 parts.append(f"ours / PyTorch: {TORCH_MISSING}")
             elif system not in epochs:
                 parts.append(f"ours / {label}: no time (its runs failed)")
             else:
-                ratio = epochs[ours]["seconds_per_epoch"] / epochs[system]["seconds_per_epoch"]
-                best = epochs[ours]["best_seconds_per_epoch"] / epochs[system]["best_seconds_per_epoch"]
-                ratios[f"ours_over_{key}"], ratios[f"ours_over_{key}_best"] = ratio, best
+                ratio = (
+                    epochs[ours]["seconds_per_epoch"]
+                    / epochs[system]["seconds_per_epoch"]
+                )
+                best = (
+                    epochs[ours]["best_seconds_per_epoch"]
+                    / epochs[system]["best_seconds_per_epoch"]
+                )
+                ratios[f"ours_over_{key}"], ratios[f"ours_over_{key}_best"] = (
+                    ratio,
+                    best,
+                )
                 target = f", target <= {targets[key]:.2f}" if key in targets else ""
                 parts.append(f"ours / {label} = {ratio:.2f} (best {best:.2f}{target})")
         print(f"  {title}: " + "; ".join(parts))
     if "ours_over_keras" in results["ratios"].get("simple", {}):
-        results["ours_over_keras"] = results["ratios"]["simple"]["ours_over_keras"]   # as in earlier results
+        results["ours_over_keras"] = results["ratios"]["simple"][
+            "ours_over_keras"
+        ]  # as in earlier results
     simple = results["epochs"].get("simple", {})
     if ours in simple and loops in simple:
-        results["speedup_over_loops"] = simple[loops]["seconds_per_epoch"] / simple[ours]["seconds_per_epoch"]
-        print(f"  SimpleCNN, batch 32: vectorised is {results['speedup_over_loops']:,.0f}x faster than the loops "
-              "(target >= 100x)")
+        results["speedup_over_loops"] = (
+            simple[loops]["seconds_per_epoch"] / simple[ours]["seconds_per_epoch"]
+        )
+        print(
+            f"  SimpleCNN, batch 32: vectorised is {results['speedup_over_loops']:,.0f}x faster than the loops "
+            "(target >= 100x)"
+        )
 
     results["load_after"] = os.getloadavg()
-    print("  load average now (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in results["load_after"]))
+    print(
+        "  load average now (1, 5, 15 min): "
+        + ", ".join(f"{v:.2f}" for v in results["load_after"])
+    )
 
     results["layers"] = run_worker("layers", 32)
     print("\nper layer, batch 32, in the order training runs them (ms):")
     for row in results["layers"]:
-        note = "" if row.get("input_gradient", True) else "  (no image gradient, as in training)"
-        print(f"  {row['layer']:60s} forward {row['forward_ms']:7.3f}  backward {row['backward_ms']:7.3f}{note}")
+        note = (
+            ""
+            if row.get("input_gradient", True)
+            else "  (no image gradient, as in training)"
+        )
+        print(
+            f"  {row['layer']:60s} forward {row['forward_ms']:7.3f}  backward {row['backward_ms']:7.3f}{note}"
+        )
     for kind in ("batch", "image"):
         results[f"scaling_{kind}"] = run_worker("scaling", kind)
         print(f"\nscaling with {kind} size:")
         for row in results[f"scaling_{kind}"]:
-            print(f"  batch {row['batch_size']:4d}  image {row['image_size']:4d}  "
-                  f"{row['ms_per_step']:8.2f} ms per step  {row['us_per_image']:8.1f} us per image")
+            print(
+                f"  batch {row['batch_size']:4d}  image {row['image_size']:4d}  "
+                f"{row['ms_per_step']:8.2f} ms per step  {row['us_per_image']:8.1f} us per image"
+            )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     print(f"\nwritten {RESULTS / 'latest.json'}")

@@ -2,6 +2,7 @@
 
 The checks run before any state changes, so a layer that refuses an input is left exactly as it was.
 """
+
 import numbers
 
 import numpy as np
@@ -10,7 +11,9 @@ import numpy as np
 def check_int(name, value, minimum):
     """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise ``ValueError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})"
+        )
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
     return int(value)
@@ -18,7 +21,11 @@ def check_int(name, value, minimum):
 
 def check_positive_float(name, value, allow_zero=False):
     """Return ``value`` as a float if it is a finite real number > 0 (or >= 0 with ``allow_zero``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+    ):
         raise TypeError(f"{name} must be a finite real number; got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -26,7 +33,9 @@ def check_positive_float(name, value, allow_zero=False):
     return float(value)
 
 
-def check_array(name, x, ndim=None, shape_doc="", floating=True, finite=True, allow_empty=False):
+def check_array(
+    name, x, ndim=None, shape_doc="", floating=True, finite=True, allow_empty=False
+):
     """Check that ``x`` is a numeric ndarray of ``ndim`` dimensions with only finite values.
 
     Parameters
@@ -47,12 +56,16 @@ def check_array(name, x, ndim=None, shape_doc="", floating=True, finite=True, al
         Accept arrays with a zero-length axis.
     """
     x = np.asarray(x)
-    kind = x.dtype.kind   # 'b' bool, 'i'/'u' integers, 'f' floating, 'c' complex (cheaper than np.issubdtype)
+    kind = x.dtype.kind  # 'b' bool, 'i'/'u' integers, 'f' floating, 'c' complex (cheaper than np.issubdtype)
     expected = f" of shape {shape_doc}" if shape_doc else ""
     if kind not in "biufc":
-        raise TypeError(f"{name} must be a numeric array{expected}; got dtype {x.dtype}")
+        raise TypeError(
+            f"{name} must be a numeric array{expected}; got dtype {x.dtype}"
+        )
     if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array{expected}; got {x.ndim}-D array of shape {x.shape}")
+        raise ValueError(
+            f"{name} must be a {ndim}-D array{expected}; got {x.ndim}-D array of shape {x.shape}"
+        )
     if floating and kind != "f":
         raise TypeError(
             f"{name} must be a floating-point array{expected}; got dtype {x.dtype}. "
@@ -62,7 +75,9 @@ def check_array(name, x, ndim=None, shape_doc="", floating=True, finite=True, al
         raise ValueError(f"{name} must not be empty; got shape {x.shape}")
     if finite and kind in "fc" and not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected only finite numbers")
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite value(s); expected only finite numbers"
+        )
     return x
 
 
@@ -70,14 +85,25 @@ def check_labels(name, y, num_classes, n=None):
     """Check that ``y`` is a 1-D array of integer class labels in ``[0, num_classes)``, of length ``n``."""
     y = np.asarray(y)
     if y.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class indices of shape (N,); got shape {y.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array of class indices of shape (N,); got shape {y.shape}"
+        )
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if (
+            np.issubdtype(y.dtype, np.floating)
+            and y.size
+            and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))
+        ):
             y = y.astype(np.int64)
         else:
-            raise TypeError(f"{name} must hold integer class indices; got dtype {y.dtype}")
+            raise TypeError(
+                f"{name} must hold integer class indices; got dtype {y.dtype}"
+            )
     if n is not None and len(y) != n:
-        raise ValueError(f"{name} has {len(y)} labels but there are {n} inputs; expected one label per input")
+        raise ValueError(
+            f"{name} has {len(y)} labels but there are {n} inputs; expected one label per input"
+        )
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
             f"{name} must hold class indices in [0, {num_classes - 1}]; got values from {y.min()} to {y.max()}"
@@ -99,4 +125,6 @@ def check_dout(layer, dout, expected_shape):
 def require_forward(layer, cache):
     """Raise a clear error when backward is called before forward."""
     if cache is None:
-        raise RuntimeError(f"{layer}.backward called before forward: run forward(X) on a batch first")
+        raise RuntimeError(
+            f"{layer}.backward called before forward: run forward(X) on a batch first"
+        )

@@ -22,6 +22,7 @@ as a static strip for a printed edition.
 The pictures write the numbers in the cells, so they are made for small arrays (up to about 9 × 9)
 of small integers. Shapes: an image is ``(H, W)`` (one image, one channel), a kernel ``(K, K)``.
 """
+
 import io
 import re
 
@@ -39,24 +40,30 @@ from .conv import convolve2d, im2col, output_size
 from .layers import max_with_winner, route_to_winner
 
 # Cell colours shared by the four animations.
-PAD = "#d9d9d9"        # zero padding
-DILATION = "#efefef"   # zeros inserted between gradient pixels (stride > 1)
+PAD = "#d9d9d9"  # zero padding
+DILATION = "#efefef"  # zeros inserted between gradient pixels (stride > 1)
 PLAIN = "white"
-DONE = "#deebf7"       # an output already computed
-CURRENT = "#fdd49e"    # the output being computed in this frame
-WINDOW = "#fff3c4"     # the cells under the current window
-WINNER = "#fc8d59"     # the maximum of the current pooling window
+DONE = "#deebf7"  # an output already computed
+CURRENT = "#fdd49e"  # the output being computed in this frame
+WINDOW = "#fff3c4"  # the cells under the current window
+WINNER = "#fc8d59"  # the maximum of the current pooling window
 OLD_WINNER = "#fdd0a2"  # maxima of earlier windows
-CROPPED = "#f2f2f2"    # padding rows/columns of a gradient, cut off at the end
-EDGE = "crimson"       # outline of the current window / cell
+CROPPED = "#f2f2f2"  # padding rows/columns of a gradient, cut off at the end
+EDGE = "crimson"  # outline of the current window / cell
 _RGB = {}
 
 # Buttons of matplotlib's JavaScript player, drawn as characters instead of icons from a web font
 # (the player links Font Awesome from a CDN, which an offline page cannot load).
 _BUTTON_GLYPHS = {
-    "fa fa-minus": "&minus;", "fa fa-fast-backward": "|&#9664;&#9664;", "fa fa-step-backward": "|&#9664;",
-    "fa fa-play fa-flip-horizontal": "&#9664;", "fa fa-pause": "&#10074;&#10074;", "fa fa-play": "&#9654;",
-    "fa fa-step-forward": "&#9654;|", "fa fa-fast-forward": "&#9654;&#9654;|", "fa fa-plus": "+",
+    "fa fa-minus": "&minus;",
+    "fa fa-fast-backward": "|&#9664;&#9664;",
+    "fa fa-step-backward": "|&#9664;",
+    "fa fa-play fa-flip-horizontal": "&#9664;",
+    "fa fa-pause": "&#10074;&#10074;",
+    "fa fa-play": "&#9654;",
+    "fa fa-step-forward": "&#9654;|",
+    "fa fa-fast-forward": "&#9654;&#9654;|",
+    "fa fa-plus": "+",
 }
 
 
@@ -65,7 +72,7 @@ def _text(value):
     if value is None or not np.isfinite(value):
         return ""
     if value == 0:
-        return "0"                      # also for -0.0
+        return "0"  # also for -0.0
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
@@ -77,25 +84,55 @@ class _Grid:
     drawn in full, so every artist counts.
     """
 
-    def __init__(self, ax, shape, title, fontsize=10, row_labels=None, col_labels=None, label_size=7):
+    def __init__(
+        self,
+        ax,
+        shape,
+        title,
+        fontsize=10,
+        row_labels=None,
+        col_labels=None,
+        label_size=7,
+    ):
         rows, cols = shape
         self.shape = shape
         self.ax = ax
-        self.image = ax.imshow(np.ones((rows, cols, 3)), interpolation="nearest",
-                               extent=(-0.5, cols - 0.5, rows - 0.5, -0.5))
+        self.image = ax.imshow(
+            np.ones((rows, cols, 3)),
+            interpolation="nearest",
+            extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
+        )
         lines = [[(-0.5, r - 0.5), (cols - 0.5, r - 0.5)] for r in range(rows + 1)]
         lines += [[(c - 0.5, -0.5), (c - 0.5, rows - 0.5)] for c in range(cols + 1)]
         ax.add_collection(LineCollection(lines, colors="#9e9e9e", linewidths=0.7))
         self.texts = np.empty(shape, dtype=object)
         for r in range(rows):
             for c in range(cols):
-                self.texts[r, c] = ax.text(c, r, "", ha="center", va="center", fontsize=fontsize)
+                self.texts[r, c] = ax.text(
+                    c, r, "", ha="center", va="center", fontsize=fontsize
+                )
         row_labels = range(rows) if row_labels is None else row_labels
         col_labels = range(cols) if col_labels is None else col_labels
         for r, label in enumerate(row_labels):
-            ax.text(-0.6, r, str(label), ha="right", va="center", fontsize=label_size, color="#555555")
+            ax.text(
+                -0.6,
+                r,
+                str(label),
+                ha="right",
+                va="center",
+                fontsize=label_size,
+                color="#555555",
+            )
         for c, label in enumerate(col_labels):
-            ax.text(c, rows - 0.4, str(label), ha="center", va="top", fontsize=label_size, color="#555555")
+            ax.text(
+                c,
+                rows - 0.4,
+                str(label),
+                ha="center",
+                va="top",
+                fontsize=label_size,
+                color="#555555",
+            )
         self.boxes = {}
         ax.set_xlim(-0.6, cols - 0.4)
         ax.set_ylim(rows - 0.4, -0.6)
@@ -107,7 +144,9 @@ class _Grid:
         """Write ``values`` (NaN: blank) into the cells, fill them with ``colors`` (an array of colour names)."""
         for (r, c), value in np.ndenumerate(values):
             self.texts[r, c].set_text(_text(value))
-            self.texts[r, c].set_fontweight("bold" if bold is not None and bold[r, c] else "normal")
+            self.texts[r, c].set_fontweight(
+                "bold" if bold is not None and bold[r, c] else "normal"
+            )
         rgb = np.ones(self.shape + (3,))
         if colors is not None:
             for name in set(colors.flat):
@@ -117,8 +156,11 @@ class _Grid:
     def box(self, name, where, color=EDGE, lw=2.5, ls="-"):
         """Outline rows ``r0:r1`` and columns ``c0:c1`` (``where = (r0, r1, c0, c1)``), or hide it (None)."""
         if name not in self.boxes:
-            self.boxes[name] = self.ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, edgecolor=color, lw=lw,
-                                                           ls=ls, zorder=5))
+            self.boxes[name] = self.ax.add_patch(
+                Rectangle(
+                    (0, 0), 1, 1, fill=False, edgecolor=color, lw=lw, ls=ls, zorder=5
+                )
+            )
         patch = self.boxes[name]
         patch.set_visible(where is not None)
         if where is not None:
@@ -160,8 +202,15 @@ class MechanismAnimation(FuncAnimation):
         self.frames_data = frames_data
         self.result = result
         self._draw_data = draw
-        super().__init__(fig, self._draw_frame_number, frames=len(frames_data), interval=interval,
-                         repeat=False, blit=False, cache_frame_data=False)
+        super().__init__(
+            fig,
+            self._draw_frame_number,
+            frames=len(frames_data),
+            interval=interval,
+            repeat=False,
+            blit=False,
+            cache_frame_data=False,
+        )
 
     def _draw_frame_number(self, k):
         self._draw_data(self.frames_data[k])
@@ -179,16 +228,30 @@ class MechanismAnimation(FuncAnimation):
         instead of a web font from a CDN, and the image starts on the first frame (so that the page
         has a picture even before its script runs).
         """
-        with matplotlib.rc_context({"savefig.dpi": "figure"}):      # the frames at the figure's own dpi
+        with matplotlib.rc_context(
+            {"savefig.dpi": "figure"}
+        ):  # the frames at the figure's own dpi
             html = self.to_jshtml(default_mode="once")
-        html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+        html = re.sub(
+            r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">',
+            "",
+            html,
+        )
         for icon, glyph in _BUTTON_GLYPHS.items():
-            html = html.replace(f'<i class="{icon}"></i>', f'<span class="anim-glyph">{glyph}</span>')
+            html = html.replace(
+                f'<i class="{icon}"></i>', f'<span class="anim-glyph">{glyph}</span>'
+            )
         first = re.search(r'frames\[0\] = "(data:image/[a-z]+;base64,[^"]+)"', html)
         if first is None or "fa fa-" in html:
-            raise RuntimeError("matplotlib's JavaScript animation template has changed; update to_html")
-        return re.sub(r'<img id="(_anim_img\w+)">', rf'<img id="\1" src="{first.group(1)}" alt="animation">',
-                      html, count=1)
+            raise RuntimeError(
+                "matplotlib's JavaScript animation template has changed; update to_html"
+            )
+        return re.sub(
+            r'<img id="(_anim_img\w+)">',
+            rf'<img id="\1" src="{first.group(1)}" alt="animation">',
+            html,
+            count=1,
+        )
 
     def _repr_html_(self):
         return self.to_html()
@@ -196,7 +259,7 @@ class MechanismAnimation(FuncAnimation):
     def frame_image(self, k, dpi=None):
         """Frame ``k`` drawn as an RGBA image, an ndarray of shape (height, width, 4) with values in [0, 1]."""
         self._draw_frame_number(k)
-        self._draw_was_started = True   # drawn, if not played: matplotlib's "deleted without rendering" is moot
+        self._draw_was_started = True  # drawn, if not played: matplotlib's "deleted without rendering" is moot
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", dpi=dpi or self.figure.dpi)
         buffer.seek(0)
@@ -227,17 +290,28 @@ def key_frames(anim, frames=None, ncols=2, dpi=None, width=10.0):
 
     n = anim.num_frames
     if frames is None:
-        frames = sorted(set(np.linspace(min(1, n - 1), n - 1, min(4, n)).round().astype(int).tolist()))
+        frames = sorted(
+            set(
+                np.linspace(min(1, n - 1), n - 1, min(4, n))
+                .round()
+                .astype(int)
+                .tolist()
+            )
+        )
     frames = [int(k) for k in frames]
     if not frames or min(frames) < 0 or max(frames) >= n:
-        raise ValueError(f"key_frames: frames must be between 0 and {n - 1}; got {frames}")
+        raise ValueError(
+            f"key_frames: frames must be between 0 and {n - 1}; got {frames}"
+        )
     images = [anim.frame_image(k, dpi) for k in frames]
     rows = -(-len(images) // ncols)
     h, w = images[0].shape[:2]
-    fig, axes = plt.subplots(rows, ncols, figsize=(width, width / ncols * h / w * rows * 1.08), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, ncols, figsize=(width, width / ncols * h / w * rows * 1.08), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
-    for ax, k, image in zip(axes.flat, frames, images):
+    for ax, k, image in zip(axes.flat, frames, images, strict=False):
         ax.imshow(image)
         ax.set_title(f"frame {k + 1} of {n}", fontsize=9)
     fig.tight_layout()
@@ -258,7 +332,12 @@ def _padding_mask(H, W, padding):
 
 def _window_outline(grid, name, window, size):
     """Outline a window whose top-left corner is ``window = (r, c)`` and whose size is ``(h, w)``, or hide it."""
-    grid.box(name, None if window is None else (window[0], window[0] + size[0], window[1], window[1] + size[1]))
+    grid.box(
+        name,
+        None
+        if window is None
+        else (window[0], window[0] + size[0], window[1], window[1] + size[1]),
+    )
 
 
 def _show_padded_input(grid, padded, is_pad, window, size):
@@ -266,7 +345,9 @@ def _show_padded_input(grid, padded, is_pad, window, size):
     colors = _colors(padded.shape)
     colors[is_pad] = PAD
     if window is not None:
-        colors[window[0] : window[0] + size[0], window[1] : window[1] + size[1]] = WINDOW
+        colors[window[0] : window[0] + size[0], window[1] : window[1] + size[1]] = (
+            WINDOW
+        )
     grid.show(padded, colors)
     _window_outline(grid, "window", window, size)
 
@@ -312,25 +393,44 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
     (H, W), (KH, KW) = image.shape, kernel.shape
     OH, OW = output_size(H, KH, stride, padding), output_size(W, KW, stride, padding)
     if OH < 1 or OW < 1:
-        raise ValueError(f"the {KH}x{KW} kernel does not fit the {H}x{W} image with padding {padding}")
+        raise ValueError(
+            f"the {KH}x{KW} kernel does not fit the {H}x{W} image with padding {padding}"
+        )
     padded = np.pad(image, padding)
 
     out = np.full((OH, OW), np.nan)
-    frames = [{"out": out.copy(), "position": None,
-               "caption": f"padding {padding} adds zeros (grey) around the image; press play to slide the kernel"}]
+    frames = [
+        {
+            "out": out.copy(),
+            "position": None,
+            "caption": f"padding {padding} adds zeros (grey) around the image; press play to slide the kernel",
+        }
+    ]
     for i in range(OH):
         for j in range(OW):
             r, c = i * stride, j * stride
             out[i, j] = convolve2d(padded[r : r + KH, c : c + KW], kernel)[0, 0]
-            frames.append({"out": out.copy(), "position": (i, j),
-                           "caption": f"out[{i}, {j}] = sum of window × kernel = {_text(out[i, j])}"
-                                      + (f"   (next window: {stride} to the right)" if j + 1 < OW else
-                                         f"   (next row of windows: {stride} down)" if i + 1 < OH else "")})
+            frames.append(
+                {
+                    "out": out.copy(),
+                    "position": (i, j),
+                    "caption": f"out[{i}, {j}] = sum of window × kernel = {_text(out[i, j])}"
+                    + (
+                        f"   (next window: {stride} to the right)"
+                        if j + 1 < OW
+                        else f"   (next row of windows: {stride} down)"
+                        if i + 1 < OH
+                        else ""
+                    ),
+                }
+            )
 
     Hp, Wp = padded.shape
     cell = 0.42
     fig = _figure(cell * (Wp + KW + OW) + 2.2, cell * max(Hp, 3) + 1.5, dpi)
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [Wp, KW, OW], "wspace": 0.35})
+    axes = fig.subplots(
+        1, 3, gridspec_kw={"width_ratios": [Wp, KW, OW], "wspace": 0.35}
+    )
     grid_in = _Grid(axes[0], (Hp, Wp), f"padded input ({H}×{W}, padding {padding})")
     grid_k = _Grid(axes[1], (KH, KW), f"kernel ({KH}×{KW})")
     grid_out = _Grid(axes[2], (OH, OW), f"output ({OH}×{OW}), stride {stride}")
@@ -387,21 +487,41 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
     P, s = pool_size, stride
     OH, OW = (H - P) // s + 1, (W - P) // s + 1
     if P > H or P > W or P < 1 or s < 1:
-        raise ValueError(f"a {P}x{P} pool window with stride {s} does not fit the {H}x{W} input")
-    dout = np.arange(1.0, OH * OW + 1).reshape(OH, OW) if dout is None else _as_float_matrix("dout", dout)
+        raise ValueError(
+            f"a {P}x{P} pool window with stride {s} does not fit the {H}x{W} input"
+        )
+    dout = (
+        np.arange(1.0, OH * OW + 1).reshape(OH, OW)
+        if dout is None
+        else _as_float_matrix("dout", dout)
+    )
     if dout.shape != (OH, OW):
-        raise ValueError(f"dout must have the output's shape {(OH, OW)}; got {dout.shape}")
+        raise ValueError(
+            f"dout must have the output's shape {(OH, OW)}; got {dout.shape}"
+        )
 
     def window_views(A, i, j):
         """The P*P positions of window (i, j) of A, each a 1x1 view (a window of max_with_winner)."""
-        return [A[i * s + u : i * s + u + 1, j * s + v : j * s + v + 1] for u in range(P) for v in range(P)]
+        return [
+            A[i * s + u : i * s + u + 1, j * s + v : j * s + v + 1]
+            for u in range(P)
+            for v in range(P)
+        ]
 
     out = np.full((OH, OW), np.nan)
-    winners = {}                                             # (i, j) -> the winner array of that window
-    won = np.zeros((H, W), dtype=int)                        # how many windows each pixel has won so far
-    frames = [{"out": out.copy(), "dX": np.full((H, W), np.nan), "phase": "forward", "position": None,
-               "won": won.copy(), "winner": None,
-               "caption": f"forward: the maximum of each {P}×{P} window, windows {s} apart"}]
+    winners = {}  # (i, j) -> the winner array of that window
+    won = np.zeros((H, W), dtype=int)  # how many windows each pixel has won so far
+    frames = [
+        {
+            "out": out.copy(),
+            "dX": np.full((H, W), np.nan),
+            "phase": "forward",
+            "position": None,
+            "won": won.copy(),
+            "winner": None,
+            "caption": f"forward: the maximum of each {P}×{P} window, windows {s} apart",
+        }
+    ]
     for i in range(OH):
         for j in range(OW):
             maximum, winner = max_with_winner(window_views(X, i, j))
@@ -409,28 +529,59 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
             k = int(winner[0, 0])
             at = (i * s + k // P, j * s + k % P)
             won[at] += 1
-            frames.append({"out": out.copy(), "dX": np.full((H, W), np.nan), "phase": "forward",
-                           "position": (i, j), "won": won.copy(), "winner": at,
-                           "caption": f"window ({i}, {j}): maximum {_text(out[i, j])}, at row {at[0]}, "
-                                      f"column {at[1]}" + (" (the first of equal maxima)"
-                                                           if np.sum(np.concatenate(window_views(X, i, j)) ==
-                                                                     out[i, j]) > 1 else "")})
+            frames.append(
+                {
+                    "out": out.copy(),
+                    "dX": np.full((H, W), np.nan),
+                    "phase": "forward",
+                    "position": (i, j),
+                    "won": won.copy(),
+                    "winner": at,
+                    "caption": f"window ({i}, {j}): maximum {_text(out[i, j])}, at row {at[0]}, "
+                    f"column {at[1]}"
+                    + (
+                        " (the first of equal maxima)"
+                        if np.sum(np.concatenate(window_views(X, i, j)) == out[i, j])
+                        > 1
+                        else ""
+                    ),
+                }
+            )
     dX = np.zeros((H, W))
     for i in range(OH):
         for j in range(OW):
             k = int(winners[i, j][0, 0])
             at = (i * s + k // P, j * s + k % P)
             before = dX[at]
-            route_to_winner(dout[i : i + 1, j : j + 1], winners[i, j], window_views(dX, i, j), overlapping=True)
-            frames.append({"out": out.copy(), "dX": dX.copy(), "phase": "backward", "position": (i, j),
-                           "won": won.copy(), "winner": at,
-                           "caption": f"backward: dout[{i}, {j}] = {_text(dout[i, j])} goes to the winner at row "
-                                      f"{at[0]}, column {at[1]}" + (f", which now has {_text(before)} + "
-                                                                    f"{_text(dout[i, j])}" if before else "")})
+            route_to_winner(
+                dout[i : i + 1, j : j + 1],
+                winners[i, j],
+                window_views(dX, i, j),
+                overlapping=True,
+            )
+            frames.append(
+                {
+                    "out": out.copy(),
+                    "dX": dX.copy(),
+                    "phase": "backward",
+                    "position": (i, j),
+                    "won": won.copy(),
+                    "winner": at,
+                    "caption": f"backward: dout[{i}, {j}] = {_text(dout[i, j])} goes to the winner at row "
+                    f"{at[0]}, column {at[1]}"
+                    + (
+                        f", which now has {_text(before)} + {_text(dout[i, j])}"
+                        if before
+                        else ""
+                    ),
+                }
+            )
 
     cell = 0.42
     fig = _figure(cell * (2 * W + 2 * OW) + 2.6, cell * max(H, 3) + 1.5, dpi)
-    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [W, OW, OW, W], "wspace": 0.35})
+    axes = fig.subplots(
+        1, 4, gridspec_kw={"width_ratios": [W, OW, OW, W], "wspace": 0.35}
+    )
     grid_x = _Grid(axes[0], (H, W), f"input X ({H}×{W})")
     grid_out = _Grid(axes[1], (OH, OW), f"out ({OH}×{OW})")
     grid_dout = _Grid(axes[2], (OH, OW), "dout (given)")
@@ -442,15 +593,26 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
         forward = frame["phase"] == "forward"
         x_colors = np.where(frame["won"] > 0, OLD_WINNER, PLAIN).astype(object)
         out_colors = np.where(np.isnan(frame["out"]), PLAIN, DONE).astype(object)
-        dout_colors, dx_colors = _colors((OH, OW), PLAIN if forward else DONE), _colors((H, W))
+        dout_colors, dx_colors = (
+            _colors((OH, OW), PLAIN if forward else DONE),
+            _colors((H, W)),
+        )
         window = None
         if frame["position"] is not None:
             i, j = frame["position"]
             window = (i * s, j * s)
             (out_colors if forward else dout_colors)[i, j] = CURRENT
             if forward:
-                x_colors[window[0] : window[0] + P, window[1] : window[1] + P] = np.where(
-                    frame["won"][window[0] : window[0] + P, window[1] : window[1] + P] > 0, OLD_WINNER, WINDOW)
+                x_colors[window[0] : window[0] + P, window[1] : window[1] + P] = (
+                    np.where(
+                        frame["won"][
+                            window[0] : window[0] + P, window[1] : window[1] + P
+                        ]
+                        > 0,
+                        OLD_WINNER,
+                        WINDOW,
+                    )
+                )
                 x_colors[frame["winner"]] = WINNER
             else:
                 dx_colors[window[0] : window[0] + P, window[1] : window[1] + P] = WINDOW
@@ -458,14 +620,20 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
         grid_x.show(X, x_colors, bold=frame["won"] > 0)
         _window_outline(grid_x, "window", window if forward else None, (P, P))
         grid_out.show(frame["out"], out_colors)
-        _window_outline(grid_out, "current", frame["position"] if forward else None, (1, 1))
+        _window_outline(
+            grid_out, "current", frame["position"] if forward else None, (1, 1)
+        )
         grid_dout.show(np.full((OH, OW), np.nan) if forward else dout, dout_colors)
-        _window_outline(grid_dout, "current", None if forward else frame["position"], (1, 1))
+        _window_outline(
+            grid_dout, "current", None if forward else frame["position"], (1, 1)
+        )
         grid_dx.show(frame["dX"], dx_colors)
         _window_outline(grid_dx, "window", None if forward else window, (P, P))
         caption.set_text(frame["caption"])
 
-    return MechanismAnimation(fig, draw, frames, {"out": out.copy(), "dX": dX.copy()}, interval)
+    return MechanismAnimation(
+        fig, draw, frames, {"out": out.copy(), "dX": dX.copy()}, interval
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,7 +641,9 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
 # --------------------------------------------------------------------------------------------------
 
 
-def animate_im2col(image, weights, biases=None, stride=1, padding=0, interval=800, dpi=72):
+def animate_im2col(
+    image, weights, biases=None, stride=1, padding=0, interval=800, dpi=72
+):
     """im2col unrolling each window of an image into a column, then the single matrix product.
 
     Frame 0 shows the padded image and an empty ``cols``; frame ``1 + i*OW + j`` reveals column
@@ -503,49 +673,103 @@ def animate_im2col(image, weights, biases=None, stride=1, padding=0, interval=80
     if weights.ndim == 4 and weights.shape[1] == 1:
         weights = weights[:, 0]
     if weights.ndim != 3 or weights.shape[1] != weights.shape[2]:
-        raise ValueError(f"weights must have shape (F, K, K) or (F, 1, K, K); got {np.shape(weights)}")
+        raise ValueError(
+            f"weights must have shape (F, K, K) or (F, 1, K, K); got {np.shape(weights)}"
+        )
     F, K, _ = weights.shape
-    biases = np.zeros(F) if biases is None else np.asarray(biases, dtype=np.float64).reshape(F)
+    biases = (
+        np.zeros(F)
+        if biases is None
+        else np.asarray(biases, dtype=np.float64).reshape(F)
+    )
     H, W = image.shape
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
     if OH < 1 or OW < 1:
-        raise ValueError(f"the {K}x{K} kernel does not fit the {H}x{W} image with padding {padding}")
+        raise ValueError(
+            f"the {K}x{K} kernel does not fit the {H}x{W} image with padding {padding}"
+        )
     padded = np.pad(image, padding)
-    cols = im2col(image[None, None], K, stride, padding)          # (K*K, OH*OW)
+    cols = im2col(image[None, None], K, stride, padding)  # (K*K, OH*OW)
     W_mat = weights.reshape(F, K * K)
-    product = W_mat @ cols + biases[:, None]                      # (F, OH*OW): the one matrix product
+    product = W_mat @ cols + biases[:, None]  # (F, OH*OW): the one matrix product
 
     shown = np.full(cols.shape, np.nan)
     empty = np.full((F, OH * OW), np.nan)
-    frames = [{"cols": shown.copy(), "out": empty, "position": None,
-               "caption": f"im2col: each {K}×{K} window becomes one column of cols ({K * K}×{OH * OW})"}]
+    frames = [
+        {
+            "cols": shown.copy(),
+            "out": empty,
+            "position": None,
+            "caption": f"im2col: each {K}×{K} window becomes one column of cols ({K * K}×{OH * OW})",
+        }
+    ]
     for i in range(OH):
         for j in range(OW):
             shown[:, i * OW + j] = cols[:, i * OW + j]
-            frames.append({"cols": shown.copy(), "out": empty, "position": (i, j),
-                           "caption": f"column {i * OW + j} of cols: the window under output pixel ({i}, {j}), "
-                                      f"read row by row"})
-    frames.append({"cols": shown.copy(), "out": product.copy(), "position": None,
-                   "caption": f"one matrix product: ({F}×{K * K} weights) @ ({K * K}×{OH * OW} cols) + biases"
-                              f" = all {F * OH * OW} outputs"})
+            frames.append(
+                {
+                    "cols": shown.copy(),
+                    "out": empty,
+                    "position": (i, j),
+                    "caption": f"column {i * OW + j} of cols: the window under output pixel ({i}, {j}), "
+                    f"read row by row",
+                }
+            )
+    frames.append(
+        {
+            "cols": shown.copy(),
+            "out": product.copy(),
+            "position": None,
+            "caption": f"one matrix product: ({F}×{K * K} weights) @ ({K * K}×{OH * OW} cols) + biases"
+            f" = all {F * OH * OW} outputs",
+        }
+    )
 
     Hp, Wp = padded.shape
     cell = 0.36
     left, right = max(Wp, K * K), OH * OW
     top, bottom = max(Hp, K * K), F
     fig = _figure(cell * (left + right) + 2.6, cell * (top + bottom) + 2.4, dpi)
-    gs = fig.add_gridspec(2, 2, width_ratios=[left, right], height_ratios=[top, bottom], wspace=0.3, hspace=0.35)
+    gs = fig.add_gridspec(
+        2,
+        2,
+        width_ratios=[left, right],
+        height_ratios=[top, bottom],
+        wspace=0.3,
+        hspace=0.35,
+    )
     taps = [f"({u},{v})" for u in range(K) for v in range(K)]
     pixels = [f"{i},{j}" for i in range(OH) for j in range(OW)]
-    grid_in = _Grid(fig.add_subplot(gs[0, 0]), (Hp, Wp), f"padded image ({H}×{W}, padding {padding})", fontsize=9)
-    grid_cols = _Grid(fig.add_subplot(gs[0, 1]), (K * K, OH * OW),
-                      "cols = im2col(image): row = tap (u, v), column = output pixel (i, j)", fontsize=9,
-                      row_labels=taps, col_labels=pixels)
-    grid_w = _Grid(fig.add_subplot(gs[1, 0]), (F, K * K), "filters, one per row", fontsize=9,
-                   row_labels=[f"f={f}, b={_text(biases[f])}" for f in range(F)], col_labels=taps)
-    grid_out = _Grid(fig.add_subplot(gs[1, 1]), (F, OH * OW),
-                     f"weights @ cols + b; row f reshaped to {OH}×{OW} is feature map f", fontsize=9,
-                     row_labels=[f"f={f}" for f in range(F)], col_labels=pixels)
+    grid_in = _Grid(
+        fig.add_subplot(gs[0, 0]),
+        (Hp, Wp),
+        f"padded image ({H}×{W}, padding {padding})",
+        fontsize=9,
+    )
+    grid_cols = _Grid(
+        fig.add_subplot(gs[0, 1]),
+        (K * K, OH * OW),
+        "cols = im2col(image): row = tap (u, v), column = output pixel (i, j)",
+        fontsize=9,
+        row_labels=taps,
+        col_labels=pixels,
+    )
+    grid_w = _Grid(
+        fig.add_subplot(gs[1, 0]),
+        (F, K * K),
+        "filters, one per row",
+        fontsize=9,
+        row_labels=[f"f={f}, b={_text(biases[f])}" for f in range(F)],
+        col_labels=taps,
+    )
+    grid_out = _Grid(
+        fig.add_subplot(gs[1, 1]),
+        (F, OH * OW),
+        f"weights @ cols + b; row f reshaped to {OH}×{OW} is feature map f",
+        fontsize=9,
+        row_labels=[f"f={f}" for f in range(F)],
+        col_labels=pixels,
+    )
     grid_w.show(W_mat)
     is_pad = _padding_mask(H, W, padding)
     caption = fig.text(0.5, 0.02, "", ha="center", fontsize=10)
@@ -560,7 +784,9 @@ def animate_im2col(image, weights, biases=None, stride=1, padding=0, interval=80
             col_colors[:, column] = WINDOW
         _show_padded_input(grid_in, padded, is_pad, window, (K, K))
         grid_cols.show(frame["cols"], col_colors)
-        grid_cols.box("column", None if column is None else (0, K * K, column, column + 1))
+        grid_cols.box(
+            "column", None if column is None else (0, K * K, column, column + 1)
+        )
         done = not np.isnan(frame["out"]).any()
         grid_out.show(frame["out"], _colors((F, OH * OW), CURRENT if done else PLAIN))
         grid_out.box("all", (0, F, 0, OH * OW) if done else None)
@@ -577,7 +803,9 @@ def animate_im2col(image, weights, biases=None, stride=1, padding=0, interval=80
 # --------------------------------------------------------------------------------------------------
 
 
-def animate_input_gradient(kernel, dout, input_shape, stride=1, padding=0, interval=700, dpi=72):
+def animate_input_gradient(
+    kernel, dout, input_shape, stride=1, padding=0, interval=700, dpi=72
+):
     """The input gradient of a convolution as a full convolution with the flipped kernel, pixel by pixel.
 
     ``dout`` is dilated (``stride - 1`` zeros between its pixels) and padded with ``K - 1`` zeros on every
@@ -614,45 +842,73 @@ def animate_input_gradient(kernel, dout, input_shape, stride=1, padding=0, inter
     s, p = stride, padding
     OH, OW = output_size(H, K, s, p), output_size(W, K, s, p)
     if dout.shape != (OH, OW):
-        raise ValueError(f"dout must have the layer's output shape {(OH, OW)} for input {(H, W)}, kernel {K}, "
-                         f"stride {s}, padding {p}; got {dout.shape}")
+        raise ValueError(
+            f"dout must have the layer's output shape {(OH, OW)} for input {(H, W)}, kernel {K}, "
+            f"stride {s}, padding {p}; got {dout.shape}"
+        )
     dilated = np.zeros((s * (OH - 1) + 1, s * (OW - 1) + 1))
     dilated[::s, ::s] = dout
     full_input = np.pad(dilated, K - 1)
     flipped = kernel[::-1, ::-1]
-    FH, FW = dilated.shape[0] + K - 1, dilated.shape[1] + K - 1     # positions of the full convolution
-    Hp, Wp = H + 2 * p, W + 2 * p                                   # FH <= Hp, FW <= Wp
+    FH, FW = (
+        dilated.shape[0] + K - 1,
+        dilated.shape[1] + K - 1,
+    )  # positions of the full convolution
+    Hp, Wp = H + 2 * p, W + 2 * p  # FH <= Hp, FW <= Wp
 
     dXp = np.full((Hp, Wp), np.nan)
-    dXp[FH:, :] = 0.0                # never under a window: their gradient is 0
+    dXp[FH:, :] = 0.0  # never under a window: their gradient is 0
     dXp[:, FW:] = 0.0
-    frames = [{"dXp": dXp.copy(), "position": None,
-               "caption": f"dout{' dilated (zeros between pixels),' if s > 1 else ''} padded with K − 1 = "
-                          f"{K - 1} zeros; the kernel flipped in both axes slides over it"}]
+    frames = [
+        {
+            "dXp": dXp.copy(),
+            "position": None,
+            "caption": f"dout{' dilated (zeros between pixels),' if s > 1 else ''} padded with K − 1 = "
+            f"{K - 1} zeros; the kernel flipped in both axes slides over it",
+        }
+    ]
     for a in range(FH):
         for b in range(FW):
             dXp[a, b] = convolve2d(full_input[a : a + K, b : b + K], flipped)[0, 0]
             inside = p <= a < p + H and p <= b < p + W
-            frames.append({"dXp": dXp.copy(), "position": (a, b),
-                           "caption": f"dX{'' if p == 0 else 'p'}[{a}, {b}] = sum of window × flipped kernel = "
-                                      f"{_text(dXp[a, b])}" + ("" if inside else "   (in the padding: cut off)")})
+            frames.append(
+                {
+                    "dXp": dXp.copy(),
+                    "position": (a, b),
+                    "caption": f"dX{'' if p == 0 else 'p'}[{a}, {b}] = sum of window × flipped kernel = "
+                    f"{_text(dXp[a, b])}"
+                    + ("" if inside else "   (in the padding: cut off)"),
+                }
+            )
     dX = dXp[p : p + H, p : p + W].copy()
 
     Dh, Dw = full_input.shape
     cell = 0.36
     fig = _figure(cell * (2 * K + Dw + Wp) + 3.0, cell * max(Dh, Hp) + 1.5, dpi)
-    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [K, K, Dw, Wp], "wspace": 0.3})
+    axes = fig.subplots(
+        1, 4, gridspec_kw={"width_ratios": [K, K, Dw, Wp], "wspace": 0.3}
+    )
     grid_k = _Grid(axes[0], (K, K), "kernel", fontsize=9)
     grid_f = _Grid(axes[1], (K, K), "flipped", fontsize=9)
-    grid_d = _Grid(axes[2], (Dh, Dw), f"dout ({OH}×{OW}){', dilated' if s > 1 else ''}, padded by {K - 1}",
-                   fontsize=9)
-    title = f"dX ({H}×{W})" if p == 0 else f"dX padded ({Hp}×{Wp}); dX is inside the box"
+    grid_d = _Grid(
+        axes[2],
+        (Dh, Dw),
+        f"dout ({OH}×{OW}){', dilated' if s > 1 else ''}, padded by {K - 1}",
+        fontsize=9,
+    )
+    title = (
+        f"dX ({H}×{W})" if p == 0 else f"dX padded ({Hp}×{Wp}); dX is inside the box"
+    )
     grid_x = _Grid(axes[3], (Hp, Wp), title, fontsize=9)
     grid_k.show(kernel)
     grid_f.show(flipped)
     d_colors = _colors((Dh, Dw), PAD)
-    d_colors[K - 1 : K - 1 + dilated.shape[0], K - 1 : K - 1 + dilated.shape[1]] = DILATION
-    d_colors[K - 1 : K - 1 + dilated.shape[0] : s, K - 1 : K - 1 + dilated.shape[1] : s] = PLAIN
+    d_colors[K - 1 : K - 1 + dilated.shape[0], K - 1 : K - 1 + dilated.shape[1]] = (
+        DILATION
+    )
+    d_colors[
+        K - 1 : K - 1 + dilated.shape[0] : s, K - 1 : K - 1 + dilated.shape[1] : s
+    ] = PLAIN
     if p:
         grid_x.box("dX", (p, p + H, p, p + W), color="black", lw=1.5, ls="--")
     is_cropped = np.ones((Hp, Wp), dtype=bool)
@@ -667,8 +923,11 @@ def animate_input_gradient(kernel, dout, input_shape, stride=1, padding=0, inter
         position = frame["position"]
         if position is not None:
             a, b = position
-            colors[a : a + K, b : b + K] = np.where(colors[a : a + K, b : b + K] == PLAIN, WINDOW,
-                                                    colors[a : a + K, b : b + K])
+            colors[a : a + K, b : b + K] = np.where(
+                colors[a : a + K, b : b + K] == PLAIN,
+                WINDOW,
+                colors[a : a + K, b : b + K],
+            )
             x_colors[a, b] = CURRENT
         grid_d.show(full_input, colors)
         _window_outline(grid_d, "window", position, (K, K))
@@ -676,4 +935,6 @@ def animate_input_gradient(kernel, dout, input_shape, stride=1, padding=0, inter
         _window_outline(grid_x, "current", position, (1, 1))
         caption.set_text(frame["caption"])
 
-    return MechanismAnimation(fig, draw, frames, {"dX_padded": dXp.copy(), "dX": dX}, interval)
+    return MechanismAnimation(
+        fig, draw, frames, {"dX_padded": dXp.copy(), "dX": dX}, interval
+    )

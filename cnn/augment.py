@@ -13,6 +13,7 @@ down and ``dx`` pixels right.
 Images may be a batch (N, H, W) or (N, C, H, W); all channels of an image get the same transformation,
 and the output has the input's shape and dtype. Everything is vectorised over the batch.
 """
+
 import numpy as np
 
 from ._checks import check_array, check_positive_float
@@ -22,7 +23,9 @@ def _as_nchw(name, X):
     """Check a batch of images; return it as (N, C, H, W) (a view) and the original shape."""
     X = check_array(name, X, shape_doc="(N, H, W) or (N, C, H, W)")
     if X.ndim not in (3, 4):
-        raise ValueError(f"{name} must be a batch of images of shape (N, H, W) or (N, C, H, W); got shape {X.shape}")
+        raise ValueError(
+            f"{name} must be a batch of images of shape (N, H, W) or (N, C, H, W); got shape {X.shape}"
+        )
     return (X[:, None] if X.ndim == 3 else X), X.shape
 
 
@@ -44,20 +47,28 @@ def bilinear_sample(X, src_i, src_j, fill=0.0):
     """
     N, C, H, W = X.shape
     if src_i.shape != src_j.shape or src_i.ndim != 3 or len(src_i) != N:
-        raise ValueError(f"bilinear_sample: src_i and src_j must both have shape (N={N}, OH, OW); "
-                         f"got {src_i.shape} and {src_j.shape}")
+        raise ValueError(
+            f"bilinear_sample: src_i and src_j must both have shape (N={N}, OH, OW); "
+            f"got {src_i.shape} and {src_j.shape}"
+        )
     i0, j0 = np.floor(src_i), np.floor(src_j)
-    fi, fj = src_i - i0, src_j - j0                          # fractional parts, in [0, 1)
+    fi, fj = src_i - i0, src_j - j0  # fractional parts, in [0, 1)
     i0, j0 = i0.astype(np.intp), j0.astype(np.intp)
     flat = X.reshape(N, C, H * W)
     out = np.zeros((N, C) + src_i.shape[1:], dtype=np.float64)
     # The four neighbours (i0, j0), (i0, j0+1), (i0+1, j0), (i0+1, j0+1) and their weights.
-    for di, dj, weight in ((0, 0, (1 - fi) * (1 - fj)), (0, 1, (1 - fi) * fj),
-                           (1, 0, fi * (1 - fj)), (1, 1, fi * fj)):
+    for di, dj, weight in (
+        (0, 0, (1 - fi) * (1 - fj)),
+        (0, 1, (1 - fi) * fj),
+        (1, 0, fi * (1 - fj)),
+        (1, 1, fi * fj),
+    ):
         ii, jj = i0 + di, j0 + dj
         inside = (ii >= 0) & (ii < H) & (jj >= 0) & (jj < W)
-        index = np.where(inside, ii * W + jj, 0).reshape(N, 1, -1)          # (N, 1, OH*OW)
-        values = np.take_along_axis(flat, np.broadcast_to(index, (N, C, index.shape[2])), axis=2)
+        index = np.where(inside, ii * W + jj, 0).reshape(N, 1, -1)  # (N, 1, OH*OW)
+        values = np.take_along_axis(
+            flat, np.broadcast_to(index, (N, C, index.shape[2])), axis=2
+        )
         values = np.where(inside[:, None], values.reshape(out.shape), fill)
         out += weight[:, None] * values
     return out.astype(X.dtype, copy=False)
@@ -91,8 +102,12 @@ def affine_transform(X, angles=0.0, shifts=(0.0, 0.0), scales=1.0, fill=0.0):
     theta = np.deg2rad(np.broadcast_to(np.asarray(angles, dtype=np.float64), (N,)))
     shifts = np.broadcast_to(np.asarray(shifts, dtype=np.float64), (N, 2))
     scales = np.broadcast_to(np.asarray(scales, dtype=np.float64), (N,))
-    if np.any(scales <= 0) or not (np.isfinite(theta).all() and np.isfinite(shifts).all()):
-        raise ValueError("affine_transform: angles and shifts must be finite and scales > 0")
+    if np.any(scales <= 0) or not (
+        np.isfinite(theta).all() and np.isfinite(shifts).all()
+    ):
+        raise ValueError(
+            "affine_transform: angles and shifts must be finite and scales > 0"
+        )
     cy, cx = (H - 1) / 2, (W - 1) / 2
     # Output positions relative to the centre, minus the shift: u (down) and v (right), each (N, H, W).
     u = np.arange(H, dtype=np.float64)[None, :, None] - cy - shifts[:, 0, None, None]
@@ -126,9 +141,15 @@ def random_affine(X, rng, max_rotation=10.0, max_shift=2.0, max_scale=0.0, fill=
     -------
     out : ndarray of X's shape and dtype
     """
-    max_rotation = check_positive_float("random_affine: max_rotation", max_rotation, allow_zero=True)
-    max_shift = check_positive_float("random_affine: max_shift", max_shift, allow_zero=True)
-    max_scale = check_positive_float("random_affine: max_scale", max_scale, allow_zero=True)
+    max_rotation = check_positive_float(
+        "random_affine: max_rotation", max_rotation, allow_zero=True
+    )
+    max_shift = check_positive_float(
+        "random_affine: max_shift", max_shift, allow_zero=True
+    )
+    max_scale = check_positive_float(
+        "random_affine: max_scale", max_scale, allow_zero=True
+    )
     if max_scale >= 1:
         raise ValueError(f"random_affine: max_scale must be in [0, 1); got {max_scale}")
     rng = np.random.default_rng(rng)
@@ -174,14 +195,22 @@ def elastic_distortion(X, rng, alpha=34.0, sigma=4.0, fill=0.0):
     rng = np.random.default_rng(rng)
     G_H, G_W = _gaussian_matrix(H, sigma), _gaussian_matrix(W, sigma)
     field = rng.uniform(-1, 1, (2, N, H, W))
-    di, dj = alpha * (G_H @ field @ G_W.T)                    # two smooth (N, H, W) displacement fields
+    di, dj = alpha * (G_H @ field @ G_W.T)  # two smooth (N, H, W) displacement fields
     rows = np.arange(H, dtype=np.float64)[None, :, None]
     cols = np.arange(W, dtype=np.float64)[None, None, :]
     return bilinear_sample(X4, rows + di, cols + dj, fill).reshape(shape)
 
 
-def augment_batch(X, rng, max_rotation=10.0, max_shift=2.0, max_scale=0.0, elastic_alpha=0.0,
-                  elastic_sigma=4.0, fill=0.0):
+def augment_batch(
+    X,
+    rng,
+    max_rotation=10.0,
+    max_shift=2.0,
+    max_scale=0.0,
+    elastic_alpha=0.0,
+    elastic_sigma=4.0,
+    fill=0.0,
+):
     """A random affine transformation, then (if ``elastic_alpha > 0``) an elastic distortion.
 
     The default, ``augment_batch(X, rng)``, rotates by up to 10 degrees and shifts by up to 2 pixels.
@@ -208,8 +237,16 @@ def augment_batch(X, rng, max_rotation=10.0, max_shift=2.0, max_scale=0.0, elast
     return out
 
 
-def train_with_augmentation(model, X_train, y_train, epochs=10, batch_size=32, augment=augment_batch,
-                            validation_data=None, verbose=1):
+def train_with_augmentation(
+    model,
+    X_train,
+    y_train,
+    epochs=10,
+    batch_size=32,
+    augment=augment_batch,
+    validation_data=None,
+    verbose=1,
+):
     """Train a :class:`cnn.model.Sequential` like its ``train``, augmenting every mini-batch on the fly.
 
     Each epoch sees freshly transformed copies of the training images, so the network never sees the
@@ -237,5 +274,12 @@ def train_with_augmentation(model, X_train, y_train, epochs=10, batch_size=32, a
         ``loss``, ``accuracy`` (over the augmented batches), ``seconds``, ``learning_rate``, and
         ``val_loss``, ``val_accuracy`` if there is validation data.
     """
-    return model.train(X_train, y_train, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                       verbose=verbose, augment=augment)
+    return model.train(
+        X_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        verbose=verbose,
+        augment=augment,
+    )

@@ -12,9 +12,16 @@ In evaluation (``forward(X, training=False)``) the layer uses running averages o
 collected during training instead of the statistics of the batch, so a prediction does not depend
 on the other images in the batch.
 """
+
 import numpy as np
 
-from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
+from ._checks import (
+    check_array,
+    check_dout,
+    check_int,
+    check_positive_float,
+    require_forward,
+)
 from .layer import Layer
 
 
@@ -44,7 +51,9 @@ class BatchNorm(Layer):
     def __init__(self, num_features, momentum=0.9, eps=1e-5, dtype=np.float32):
         super().__init__()
         self.num_features = check_int("BatchNorm: num_features", num_features, 1)
-        self.momentum = check_positive_float("BatchNorm: momentum", momentum, allow_zero=True)
+        self.momentum = check_positive_float(
+            "BatchNorm: momentum", momentum, allow_zero=True
+        )
         if self.momentum >= 1:
             raise ValueError(f"BatchNorm: momentum must be in [0, 1); got {momentum}")
         self.eps = check_positive_float("BatchNorm: eps", eps)
@@ -54,7 +63,10 @@ class BatchNorm(Layer):
         self.running_mean = np.zeros(D, dtype=dtype)
         self.running_var = np.ones(D, dtype=dtype)
         self.params = {"gamma": self.gamma, "beta": self.beta}
-        self.buffers = {"running_mean": self.running_mean, "running_var": self.running_var}
+        self.buffers = {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+        }
         self._cache = None
 
     def __repr__(self):
@@ -64,8 +76,10 @@ class BatchNorm(Layer):
         """Check X; return it and the shape that broadcasts a (D,) vector against it."""
         X = check_array(f"BatchNorm.{where}: X", X, shape_doc="(N, D) or (N, C, H, W)")
         if X.ndim not in (2, 4) or X.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm.{where}: X must have shape (N, {self.num_features}) or "
-                             f"(N, {self.num_features}, H, W); got shape {X.shape}")
+            raise ValueError(
+                f"BatchNorm.{where}: X must have shape (N, {self.num_features}) or "
+                f"(N, {self.num_features}, H, W); got shape {X.shape}"
+            )
         return X, (1, self.num_features) + (1,) * (X.ndim - 2)
 
     @staticmethod
@@ -76,7 +90,11 @@ class BatchNorm(Layer):
         array ``a * b`` and several times faster than ``(a * b).sum(axis=(0, 2, 3))``.
         """
         axes = "nc" if a.ndim == 2 else "nchw"
-        return np.einsum(f"{axes}->c", a) if b is None else np.einsum(f"{axes},{axes}->c", a, b)
+        return (
+            np.einsum(f"{axes}->c", a)
+            if b is None
+            else np.einsum(f"{axes},{axes}->c", a, b)
+        )
 
     def forward(self, X, training=True):
         """Normalise X (N, D) or (N, C, H, W); the output has the same shape.
@@ -89,26 +107,28 @@ class BatchNorm(Layer):
         if not training:
             self._cache = None
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            scale = gamma * inv_std.reshape(shape)                 # out = (X - mean) * scale + beta
+            scale = gamma * inv_std.reshape(shape)  # out = (X - mean) * scale + beta
             return X * scale + (beta - self.running_mean.reshape(shape) * scale)
 
-        M = X.size // self.num_features                            # values per feature in this batch
+        M = X.size // self.num_features  # values per feature in this batch
         if M < 2:
-            raise ValueError(f"BatchNorm.forward: training needs more than one value per feature to compute a "
-                             f"variance; got X of shape {X.shape}. Use a larger batch, or training=False")
+            raise ValueError(
+                f"BatchNorm.forward: training needs more than one value per feature to compute a "
+                f"variance; got X of shape {X.shape}. Use a larger batch, or training=False"
+            )
         mu = self._feature_sum(X) / M
-        x_hat = X - mu.reshape(shape)                              # centred; normalised in place below
+        x_hat = X - mu.reshape(shape)  # centred; normalised in place below
         var = self._feature_sum(x_hat, x_hat) / M
         inv_std = 1.0 / np.sqrt(var + self.eps)
         x_hat *= inv_std.reshape(shape)
         self._cache = (x_hat, inv_std)
 
-        m = self.momentum                                          # running averages, updated in place
+        m = self.momentum  # running averages, updated in place
         self.running_mean *= m
         self.running_mean += (1 - m) * mu
         self.running_var *= m
         self.running_var += (1 - m) * var
-        out = x_hat * gamma                                        # in place: no extra temporaries
+        out = x_hat * gamma  # in place: no extra temporaries
         out += beta
         return out
 

@@ -7,6 +7,7 @@ the day the sentence stops being true. Comparisons between training runs are mad
 (:func:`exceeds_noise`). A cell that shows an error on purpose runs inside :func:`expect_error`, which
 fails if the error is not raised. :class:`ChapterClock` times a chapter's code for its opening line.
 """
+
 import contextlib
 import functools
 import math
@@ -32,7 +33,11 @@ def _short(value):
         return np.array2string(value, precision=6, threshold=20)
     if isinstance(value, (list, tuple)):
         inner = ", ".join(_short(v) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+        return (
+            f"[{inner}]"
+            if isinstance(value, list)
+            else f"({inner}{',' if len(value) == 1 else ''})"
+        )
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in value.items()) + "}"
     return repr(value)
@@ -61,7 +66,9 @@ def claim(holds, sentence, **figures):
     """
     if not bool(holds):
         detail = f" This build measured: {_figures(figures)}." if figures else ""
-        raise ClaimError(f'The book says "{sentence}", but that does not hold for this build.{detail}')
+        raise ClaimError(
+            f'The book says "{sentence}", but that does not hold for this build.{detail}'
+        )
 
 
 @contextlib.contextmanager
@@ -81,11 +88,15 @@ def expect_error(error_type, match=None):
     except error_type as error:
         message = str(error)
         if match is not None and match not in message:
-            raise ClaimError(f"expected a {error_type.__name__} whose message contains {match!r}; "
-                             f"got: {message}") from error
+            raise ClaimError(
+                f"expected a {error_type.__name__} whose message contains {match!r}; "
+                f"got: {message}"
+            ) from error
         print(f"{type(error).__name__}: {message}")
     else:
-        raise ClaimError(f"expected the code above to raise {error_type.__name__}, but it raised nothing")
+        raise ClaimError(
+            f"expected the code above to raise {error_type.__name__}, but it raised nothing"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,9 @@ class Spread:
     def __post_init__(self):
         values = tuple(float(v) for v in self.values)
         if not values or not all(math.isfinite(v) for v in values):
-            raise ValueError(f"Spread needs at least one finite value; got {self.values!r}")
+            raise ValueError(
+                f"Spread needs at least one finite value; got {self.values!r}"
+            )
         object.__setattr__(self, "values", values)
 
     @property
@@ -144,8 +157,10 @@ def exceeds_noise(a, b):
     is no spread to compare with, so it raises ``ValueError``.
     """
     if len(a) < 2 or len(b) < 2:
-        raise ValueError("a difference over seeds needs at least two seeds on each side; "
-                         f"got {len(a)} and {len(b)}")
+        raise ValueError(
+            "a difference over seeds needs at least two seeds on each side; "
+            f"got {len(a)} and {len(b)}"
+        )
     return abs(a.mean - b.mean) > a.std + b.std
 
 
@@ -193,8 +208,10 @@ def over_seeds(run, seeds, processes=None):
         return [run(seed) for seed in seeds]
     if "jax" in sys.modules:
         # JAX's thread pools do not survive a fork: the workers could deadlock.
-        raise RuntimeError("over_seeds forks worker processes, and this process has imported JAX, which is not "
-                           "fork-safe; run the framework in a subprocess of its own, or pass processes=1")
+        raise RuntimeError(
+            "over_seeds forks worker processes, and this process has imported JAX, which is not "
+            "fork-safe; run the framework in a subprocess of its own, or pass processes=1"
+        )
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         return pool.map(functools.partial(_single_threaded, run), seeds, chunksize=1)
 
@@ -207,7 +224,9 @@ def _single_threaded(run, seed):
 def format_duration(seconds):
     """``"45 s"`` or ``"3 min 12 s"``."""
     seconds = int(round(seconds))
-    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+    return (
+        f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+    )
 
 
 class ChapterClock:

@@ -7,6 +7,7 @@ constructor arguments it was given. ``save_model`` writes a layer as its class n
 :meth:`Configurable.config`; ``load_model`` looks the name up with :meth:`Configurable.lookup` and calls
 the class with those arguments. No module named in a file is ever imported, and nothing is unpickled.
 """
+
 import inspect
 
 import numpy as np
@@ -25,14 +26,19 @@ class Configurable:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "registry" in cls.__dict__:        # the root of a family: it starts the registry
+        if "registry" in cls.__dict__:  # the root of a family: it starts the registry
             return
         name = cls.__name__
         known = cls.registry.get(name)
-        if (known is not None and known.__module__.split(".")[0] == "cnn"
-                and cls.__module__.split(".")[0] != "cnn"):
-            raise TypeError(f"a {cls.family} class named {name!r} is already part of the cnn package "
-                            f"({known.__module__}.{name}); give yours another name, e.g. 'My{name}'")
+        if (
+            known is not None
+            and known.__module__.split(".")[0] == "cnn"
+            and cls.__module__.split(".")[0] != "cnn"
+        ):
+            raise TypeError(
+                f"a {cls.family} class named {name!r} is already part of the cnn package "
+                f"({known.__module__}.{name}); give yours another name, e.g. 'My{name}'"
+            )
         # A redefinition under the same name (a notebook cell run again) replaces the older class.
         cls.registry[name] = cls
 
@@ -41,7 +47,9 @@ class Configurable:
         try:
             bound = inspect.signature(cls.__init__).bind(self, *args, **kwargs)
         except TypeError:
-            bound = None   # let __init__ raise its own, clearer error about the arguments
+            bound = (
+                None  # let __init__ raise its own, clearer error about the arguments
+            )
         else:
             bound.apply_defaults()
         self._init_args = {}
@@ -50,7 +58,9 @@ class Configurable:
                 kind = bound.signature.parameters[name].kind
                 if kind is inspect.Parameter.VAR_KEYWORD:
                     self._init_args.update(value)
-                elif kind is not inspect.Parameter.VAR_POSITIONAL:   # *args cannot be passed by name
+                elif (
+                    kind is not inspect.Parameter.VAR_POSITIONAL
+                ):  # *args cannot be passed by name
                     self._init_args[name] = value
         return self
 
@@ -58,8 +68,10 @@ class Configurable:
     def lookup(cls, name):
         """The class of this family registered under ``name``; ValueError naming the known ones if none is."""
         if name not in cls.registry:
-            raise ValueError(f"unknown type {name!r}: no {cls.family} class of that name is defined in this process (known: "
-                           f"{', '.join(sorted(cls.registry))}); define or import it before loading")
+            raise ValueError(
+                f"unknown type {name!r}: no {cls.family} class of that name is defined in this process (known: "
+                f"{', '.join(sorted(cls.registry))}); define or import it before loading"
+            )
         return cls.registry[name]
 
     def config(self):

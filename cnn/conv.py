@@ -10,10 +10,16 @@ Shape letters: ``N`` images, ``C`` input channels, ``H, W`` input height and wid
 Every function here computes *cross-correlation* (the kernel is not flipped), as every deep-learning
 framework does and as the activity's "dot product at each position" describes.
 """
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
+from ._checks import (
+    check_array,
+    check_dout,
+    check_int,
+    require_forward,
+)
 from .layer import Layer
 
 
@@ -29,8 +35,15 @@ def shifted_views(X, K, stride, OH, OW):
     ``(i*stride + ki, j*stride + kj)``: the same tap of every window at once. Max pooling takes the
     maximum over these views; :func:`col2im` adds each tap's gradient back onto its view.
     """
-    return [X[..., ki : ki + stride * (OH - 1) + 1 : stride, kj : kj + stride * (OW - 1) + 1 : stride]
-            for ki in range(K) for kj in range(K)]
+    return [
+        X[
+            ...,
+            ki : ki + stride * (OH - 1) + 1 : stride,
+            kj : kj + stride * (OW - 1) + 1 : stride,
+        ]
+        for ki in range(K)
+        for kj in range(K)
+    ]
 
 
 def _check_geometry(where, H, W, KH, KW, stride, padding):
@@ -70,8 +83,12 @@ def convolve2d(image, kernel, stride=1, padding=0):
     array([[ 8., 12.],
            [20., 24.]])
     """
-    image = check_array("convolve2d: image", image, ndim=2, shape_doc="(H, W)", floating=False)
-    kernel = check_array("convolve2d: kernel", kernel, ndim=2, shape_doc="(KH, KW)", floating=False)
+    image = check_array(
+        "convolve2d: image", image, ndim=2, shape_doc="(H, W)", floating=False
+    )
+    kernel = check_array(
+        "convolve2d: kernel", kernel, ndim=2, shape_doc="(KH, KW)", floating=False
+    )
     H, W = image.shape
     KH, KW = kernel.shape
     stride, padding = _check_geometry("convolve2d", H, W, KH, KW, stride, padding)
@@ -112,8 +129,15 @@ def conv_forward_loops(X, weights, biases, stride=1, padding=0):
     """
     N, C, H, W = X.shape
     F, _, KH, KW = weights.shape
-    out = np.zeros((N, F, output_size(H, KH, stride, padding), output_size(W, KW, stride, padding)),
-                   dtype=np.result_type(X, weights))
+    out = np.zeros(
+        (
+            N,
+            F,
+            output_size(H, KH, stride, padding),
+            output_size(W, KW, stride, padding),
+        ),
+        dtype=np.result_type(X, weights),
+    )
     for n in range(N):
         for f in range(F):
             for c in range(C):
@@ -184,7 +208,9 @@ def im2col(X, K, stride=1, padding=0, out=None, padded=None):
     if padding:
         if padded is None:
             padded = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=X.dtype)
-        padded[:, :, padding : padding + H, padding : padding + W] = X   # the border stays zero
+        padded[:, :, padding : padding + H, padding : padding + W] = (
+            X  # the border stays zero
+        )
         X = padded
     # A read-only strided view of shape (N, C, OH, OW, K, K): no pixel is copied yet.
     windows = sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
@@ -218,7 +244,9 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
     # K*K strided additions, each covering every channel and image at once.
     for k, view in enumerate(shifted_views(dXp, K, stride, OH, OW)):
         view += d[:, k]
-    return np.ascontiguousarray(dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3))
+    return np.ascontiguousarray(
+        dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3)
+    )
 
 
 def flipped_filters(weights):
@@ -245,18 +273,35 @@ def conv_input_gradient(dout, weights, X_shape, stride=1, padding=0, workspace=N
     """
     N, C, H, W = X_shape
     F, _, K, _ = weights.shape
-    dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)                # (F, N*OH*OW), free for our layout
+    dout_F = dout.transpose(1, 0, 2, 3).reshape(
+        F, -1
+    )  # (F, N*OH*OW), free for our layout
     full = K - 1 - padding
     if stride != 1 or full < 0 or F > C:
-        return col2im(matmul_in_blocks(weights.reshape(F, -1).T, dout_F), X_shape, K, stride, padding)
+        return col2im(
+            matmul_in_blocks(weights.reshape(F, -1).T, dout_F),
+            X_shape,
+            K,
+            stride,
+            padding,
+        )
     OH, OW = dout.shape[2:]
     if workspace is None:
         padded, dcols = None, np.empty((F * K * K, N * H * W), dtype=dout.dtype)
     else:
-        padded = _buffer(workspace, "dout_padded", (N, F, OH + 2 * full, OW + 2 * full), dout.dtype) if full else None
+        padded = (
+            _buffer(
+                workspace,
+                "dout_padded",
+                (N, F, OH + 2 * full, OW + 2 * full),
+                dout.dtype,
+            )
+            if full
+            else None
+        )
         dcols = _buffer(workspace, "dout_cols", (F * K * K, N * H * W), dout.dtype)
-    im2col(dout, K, 1, full, out=dcols, padded=padded)                  # (F*K*K, N*H*W)
-    dX = matmul_in_blocks(flipped_filters(weights), dcols)              # (C, N*H*W)
+    im2col(dout, K, 1, full, out=dcols, padded=padded)  # (F*K*K, N*H*W)
+    dX = matmul_in_blocks(flipped_filters(weights), dcols)  # (C, N*H*W)
     return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
 
 
@@ -316,12 +361,21 @@ def columns_with_ones(X, K, stride, padding, workspace=None):
     is written only once, when its buffer is made, because im2col never touches it.
     """
     N, C, H, W = X.shape
-    shape = (C * K * K + 1, N * output_size(H, K, stride, padding) * output_size(W, K, stride, padding))
+    shape = (
+        C * K * K + 1,
+        N * output_size(H, K, stride, padding) * output_size(W, K, stride, padding),
+    )
     if workspace is None:
         padded, cols = None, np.empty(shape, dtype=X.dtype)
         cols[-1] = 1
     else:
-        padded = _buffer(workspace, "padded", (N, C, H + 2 * padding, W + 2 * padding), X.dtype) if padding else None
+        padded = (
+            _buffer(
+                workspace, "padded", (N, C, H + 2 * padding, W + 2 * padding), X.dtype
+            )
+            if padding
+            else None
+        )
         cols = _buffer(workspace, "cols", shape, X.dtype, last_row=1)
     im2col(X, K, stride, padding, out=cols[:-1], padded=padded)
     return cols
@@ -370,16 +424,30 @@ class ConvLayer(Layer):
         The live parameter arrays and, after each backward, their gradients.
     """
 
-    def __init__(self, num_filters, filter_size, num_channels, stride=1, padding=0,
-                 weight_scale=None, rng=None, dtype=np.float32, impl="vectorized"):
+    def __init__(
+        self,
+        num_filters,
+        filter_size,
+        num_channels,
+        stride=1,
+        padding=0,
+        weight_scale=None,
+        rng=None,
+        dtype=np.float32,
+        impl="vectorized",
+    ):
         super().__init__()
         self.num_filters = check_int("ConvLayer: num_filters", num_filters, 1)
-        self.filter_size = check_int("ConvLayer: filter_size (the side of a square filter)", filter_size, 1)
+        self.filter_size = check_int(
+            "ConvLayer: filter_size (the side of a square filter)", filter_size, 1
+        )
         self.num_channels = check_int("ConvLayer: num_channels", num_channels, 1)
         self.stride = check_int("ConvLayer: stride", stride, 1)
         self.padding = check_int("ConvLayer: padding", padding, 0)
         if impl not in ("vectorized", "loops"):
-            raise ValueError(f"ConvLayer: impl must be 'vectorized' or 'loops'; got {impl!r}")
+            raise ValueError(
+                f"ConvLayer: impl must be 'vectorized' or 'loops'; got {impl!r}"
+            )
         self.impl = impl
         F, C, K = self.num_filters, self.num_channels, self.filter_size
         scale = np.sqrt(2.0 / (C * K * K)) if weight_scale is None else weight_scale
@@ -388,11 +456,13 @@ class ConvLayer(Layer):
         self.biases = np.zeros(F, dtype=dtype)
         self.params = {"weights": self.weights, "biases": self.biases}
         self._cache = None
-        self._workspace = {}   # buffers kept from batch to batch (see columns_with_ones)
+        self._workspace = {}  # buffers kept from batch to batch (see columns_with_ones)
 
     def __repr__(self):
-        return (f"ConvLayer(num_filters={self.num_filters}, filter_size={self.filter_size}, "
-                f"num_channels={self.num_channels}, stride={self.stride}, padding={self.padding})")
+        return (
+            f"ConvLayer(num_filters={self.num_filters}, filter_size={self.filter_size}, "
+            f"num_channels={self.num_channels}, stride={self.stride}, padding={self.padding})"
+        )
 
     def output_shape(self, input_shape):
         """Shape ``(F, OH, OW)`` of one output for one input of shape ``(C, H, W)``."""
@@ -424,8 +494,10 @@ class ConvLayer(Layer):
         # The bias trick: one extra row of ones at the bottom of `cols` and the biases as one extra
         # column of the weights, so that the matrix product adds the biases (and, in the backward
         # pass, the same product also sums the gradient of the biases).
-        cols = columns_with_ones(X, K, s, p, self._workspace if training else None)   # (C*K*K + 1, N*OH*OW)
-        out = matmul_in_blocks(self._weights_and_biases(), cols)     # (F, N*OH*OW)
+        cols = columns_with_ones(
+            X, K, s, p, self._workspace if training else None
+        )  # (C*K*K + 1, N*OH*OW)
+        out = matmul_in_blocks(self._weights_and_biases(), cols)  # (F, N*OH*OW)
         self._cache = (X, cols) if training else None
         # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view without copying.
         # NumPy's element-wise operations follow the memory order, so the layers after this one (and
@@ -437,15 +509,19 @@ class ConvLayer(Layer):
         X = check_array(f"{where}: X", X, ndim=4, shape_doc="(N, C, H, W)")
         N, C, H, W = X.shape
         if C != self.num_channels:
-            raise ValueError(f"{where}: X has {C} channels (shape {X.shape}) but the layer expects "
-                             f"num_channels={self.num_channels}, i.e. X of shape (N, {self.num_channels}, H, W)")
+            raise ValueError(
+                f"{where}: X has {C} channels (shape {X.shape}) but the layer expects "
+                f"num_channels={self.num_channels}, i.e. X of shape (N, {self.num_channels}, H, W)"
+            )
         K = self.filter_size
         _check_geometry(where, H, W, K, K, self.stride, self.padding)
         return (X,) + self.output_shape((C, H, W))
 
     def _weights_and_biases(self):
         """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias appended."""
-        return np.concatenate([self.weights.reshape(self.num_filters, -1), self.biases[:, None]], axis=1)
+        return np.concatenate(
+            [self.weights.reshape(self.num_filters, -1), self.biases[:, None]], axis=1
+        )
 
     def gradient(self, dout, input_grad=True):
         """Gradients of the loss for a given ``dout`` of shape (N, F, OH, OW), without updating.
@@ -459,18 +535,22 @@ class ConvLayer(Layer):
         N, C, H, W = X.shape
         F = self.num_filters
         dout = check_dout("ConvLayer", dout, (N,) + self.output_shape((C, H, W)))
-        K, s, p = self.filter_size, self.stride, self.padding
+        s, p = self.stride, self.padding
 
         if self.impl == "loops":
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
             self.set_grads(weights=dW, biases=db)
             return dX if input_grad else None
-        dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)       # (F, N*OH*OW)
+        dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
         # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in `cols`
         # makes the last column the sum of dout itself, the gradient of the bias.
-        d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)   # (F, C*K*K + 1)
-        self.set_grads(weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
-                       biases=d_weights_and_biases[:, -1])
+        d_weights_and_biases = matmul_in_blocks(
+            dout_F, cols, transpose_b=True
+        )  # (F, C*K*K + 1)
+        self.set_grads(
+            weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
+            biases=d_weights_and_biases[:, -1],
+        )
         if not input_grad:
             return None
         return conv_input_gradient(dout, self.weights, X.shape, s, p, self._workspace)

@@ -22,6 +22,7 @@ gradients; it is a layer itself, which :func:`cnn.steps.training_steps` puts in 
 (the expanded filters only add zeros to the same sums; we measured them equal bit for bit in float32),
 ties go to the same winner, and the gradients agree up to the rounding of sums taken in another order.
 """
+
 import numpy as np
 
 from ._checks import check_dout, require_forward
@@ -51,7 +52,14 @@ def expand_filters(weights, stride, P):
     expanded = np.zeros((F, P, P, C, A, A), dtype=weights.dtype)
     for di in range(P):
         for dj in range(P):
-            expanded[:, di, dj, :, stride * di : stride * di + K, stride * dj : stride * dj + K] = weights
+            expanded[
+                :,
+                di,
+                dj,
+                :,
+                stride * di : stride * di + K,
+                stride * dj : stride * dj + K,
+            ] = weights
     return expanded.reshape(F * P * P, C, A, A)
 
 
@@ -64,7 +72,14 @@ def fold_filters(d_expanded, stride, P, K):
     dW = np.zeros((FPP // (P * P), C, K, K), dtype=d_expanded.dtype)
     for di in range(P):
         for dj in range(P):
-            dW += d_expanded[:, di, dj, :, stride * di : stride * di + K, stride * dj : stride * dj + K]
+            dW += d_expanded[
+                :,
+                di,
+                dj,
+                :,
+                stride * di : stride * di + K,
+                stride * dj : stride * dj + K,
+            ]
     return dW
 
 
@@ -86,18 +101,25 @@ class ConvMaxPool(Layer):
     def __init__(self, conv, pool):
         super().__init__()
         if not self.fits(conv, pool):
-            raise ValueError(f"ConvMaxPool needs a vectorized ConvLayer and a vectorized MaxPoolLayer with "
-                             f"stride == pool_size; got {conv!r} and {pool!r}")
+            raise ValueError(
+                f"ConvMaxPool needs a vectorized ConvLayer and a vectorized MaxPoolLayer with "
+                f"stride == pool_size; got {conv!r} and {pool!r}"
+            )
         self.conv, self.pool = conv, pool
-        self.params = conv.params   # the same dict: the live arrays of the convolution
+        self.params = conv.params  # the same dict: the live arrays of the convolution
         self._cache = None
         self._workspace = {}
 
     @staticmethod
     def fits(conv, pool):
         """True if ``conv`` followed by ``pool`` can run as one :class:`ConvMaxPool` step."""
-        return (type(conv) is ConvLayer and type(pool) is MaxPoolLayer   # a subclass may compute otherwise
-                and conv.impl == "vectorized" and pool.impl == "vectorized" and pool.stride == pool.pool_size)
+        return (
+            type(conv) is ConvLayer
+            and type(pool) is MaxPoolLayer  # a subclass may compute otherwise
+            and conv.impl == "vectorized"
+            and pool.impl == "vectorized"
+            and pool.stride == pool.pool_size
+        )
 
     def output_shape(self, input_shape):
         return self.pool.output_shape(self.conv.output_shape(input_shape))
@@ -110,16 +132,31 @@ class ConvMaxPool(Layer):
         conv, P = self.conv, self.pool.pool_size
         X, F, OH, OW = conv.check_input(X, "ConvMaxPool.forward")
         if P > OH or P > OW:
-            raise ValueError(f"ConvMaxPool.forward: the {P}x{P} pool window is larger than the "
-                             f"{OH}x{OW} output of the convolution")
+            raise ValueError(
+                f"ConvMaxPool.forward: the {P}x{P} pool window is larger than the "
+                f"{OH}x{OW} output of the convolution"
+            )
         N = X.shape[0]
         K, s, p = conv.filter_size, conv.stride, conv.padding
-        A, OH2, OW2 = K + s * (P - 1), OH // P, OW // P        # one A x A patch per pooling window
-        cols = columns_with_ones(X, A, s * P, p, self._workspace if training else None)   # (C*A*A + 1, N*OH2*OW2)
+        A, OH2, OW2 = (
+            K + s * (P - 1),
+            OH // P,
+            OW // P,
+        )  # one A x A patch per pooling window
+        cols = columns_with_ones(
+            X, A, s * P, p, self._workspace if training else None
+        )  # (C*A*A + 1, N*OH2*OW2)
         # Rows (f, di, dj): each filter at each position in the window, each with the filter's bias.
-        weights = np.concatenate([expand_filters(conv.weights, s, P).reshape(F * P * P, -1),
-                                  np.repeat(conv.biases, P * P)[:, None]], axis=1)
-        out = matmul_in_blocks(weights, cols).reshape(F, P * P, -1)        # (F, P*P, N*OH2*OW2)
+        weights = np.concatenate(
+            [
+                expand_filters(conv.weights, s, P).reshape(F * P * P, -1),
+                np.repeat(conv.biases, P * P)[:, None],
+            ],
+            axis=1,
+        )
+        out = matmul_in_blocks(weights, cols).reshape(
+            F, P * P, -1
+        )  # (F, P*P, N*OH2*OW2)
         # Max pooling: the element-wise maximum of the P*P blocks out[:, k], each a contiguous slab
         # with the same window in the same place.
         pooled, winner = max_with_winner([out[:, k] for k in range(P * P)])
@@ -134,17 +171,25 @@ class ConvMaxPool(Layer):
         K, s, p = conv.filter_size, conv.stride, conv.padding
         F = out_shape[1]
         dout = check_dout("ConvMaxPool", dout, out_shape)
-        d = dout.transpose(1, 0, 2, 3).reshape(F, -1)          # free when dout is laid out like the output
+        d = dout.transpose(1, 0, 2, 3).reshape(
+            F, -1
+        )  # free when dout is laid out like the output
         # Max pooling's backward pass, block by block: each window's gradient goes to its winner.
         dblocks = np.empty((F, P * P, d.shape[1]), dtype=np.result_type(d, cols))
         route_to_winner(d, winner, [dblocks[:, k] for k in range(P * P)])
-        dblocks = dblocks.reshape(F * P * P, -1)                # the gradient of the product's output
-        d_weights = matmul_in_blocks(dblocks, cols, transpose_b=True)       # (F*P*P, C*A*A + 1)
+        dblocks = dblocks.reshape(F * P * P, -1)  # the gradient of the product's output
+        d_weights = matmul_in_blocks(
+            dblocks, cols, transpose_b=True
+        )  # (F*P*P, C*A*A + 1)
         C, A = X.shape[1], K + s * (P - 1)
-        conv.set_grads(weights=fold_filters(d_weights[:, :-1].reshape(F * P * P, C, A, A), s, P, K),
-                       biases=d_weights[:, -1].reshape(F, P * P).sum(axis=1))
+        conv.set_grads(
+            weights=fold_filters(
+                d_weights[:, :-1].reshape(F * P * P, C, A, A), s, P, K
+            ),
+            biases=d_weights[:, -1].reshape(F, P * P).sum(axis=1),
+        )
         self.grads = conv.grads
         if not input_grad:
             return None
-        dcols = matmul_in_blocks(weights[:, :-1].T, dblocks)                 # (C*A*A, N*OH2*OW2)
+        dcols = matmul_in_blocks(weights[:, :-1].T, dblocks)  # (C*A*A, N*OH2*OW2)
         return col2im(dcols, X.shape, A, s * P, p)

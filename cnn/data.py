@@ -2,6 +2,7 @@
 
 Explained in the chapter *Introduction*. Data augmentation lives in :mod:`cnn.augment`.
 """
+
 import hashlib
 import os
 from pathlib import Path
@@ -18,7 +19,12 @@ MNIST_SHA256 = {
     "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
     "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
 }
-MNIST_SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+MNIST_SHAPES = {
+    "x_train": (60000, 28, 28),
+    "y_train": (60000,),
+    "x_test": (10000, 28, 28),
+    "y_test": (10000,),
+}
 
 
 class DataIntegrityError(ValueError):
@@ -27,7 +33,11 @@ class DataIntegrityError(ValueError):
 
 def _verify(name, array, path):
     digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-    if array.shape != MNIST_SHAPES[name] or array.dtype != np.uint8 or digest != MNIST_SHA256[name]:
+    if (
+        array.shape != MNIST_SHAPES[name]
+        or array.dtype != np.uint8
+        or digest != MNIST_SHA256[name]
+    ):
         raise DataIntegrityError(
             f"{path}: array {name!r} is corrupted: got shape {array.shape}, dtype {array.dtype}, SHA-256 {digest}; "
             f"expected shape {MNIST_SHAPES[name]}, dtype uint8, SHA-256 {MNIST_SHA256[name]}"
@@ -53,15 +63,23 @@ def load_mnist(path=None, verify=True):
     """
     path = Path(os.fspath(path)) if path is not None else MNIST_PATH
     if not path.is_file():
-        raise DataIntegrityError(f"{path}: MNIST file not found; expected an .npz with keys {sorted(MNIST_SHA256)}")
+        raise DataIntegrityError(
+            f"{path}: MNIST file not found; expected an .npz with keys {sorted(MNIST_SHA256)}"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in MNIST_SHA256}
     except KeyError as err:
-        raise DataIntegrityError(f"{path}: missing array {err}; expected keys {sorted(MNIST_SHA256)}") from None
-    except Exception as err:  # zipfile.BadZipFile, EOFError, ValueError, OSError: all mean a bad file
-        raise DataIntegrityError(f"{path}: not a readable MNIST .npz file ({type(err).__name__}: {err}); "
-                                 f"expected arrays with SHA-256 sums {MNIST_SHA256}") from None
+        raise DataIntegrityError(
+            f"{path}: missing array {err}; expected keys {sorted(MNIST_SHA256)}"
+        ) from None
+    except (
+        Exception
+    ) as err:  # zipfile.BadZipFile, EOFError, ValueError, OSError: all mean a bad file
+        raise DataIntegrityError(
+            f"{path}: not a readable MNIST .npz file ({type(err).__name__}: {err}); "
+            f"expected arrays with SHA-256 sums {MNIST_SHA256}"
+        ) from None
     if verify:
         for name, array in arrays.items():
             _verify(name, array, path)
@@ -73,11 +91,13 @@ def prepare_images(X):
     X = np.asarray(X)
     if X.ndim != 3:
         raise ValueError(f"prepare_images: X must have shape (N, H, W); got {X.shape}")
-    return (X.reshape(-1, 1, *X.shape[1:]).astype(np.float32) / np.float32(255.0))
+    return X.reshape(-1, 1, *X.shape[1:]).astype(np.float32) / np.float32(255.0)
 
 
 def load_mnist_prepared():
     """MNIST ready for the network: float32 images (N, 1, 28, 28) in [0, 1] and int64 labels."""
     (X_train, y_train), (X_test, y_test) = load_mnist()
-    return ((prepare_images(X_train), y_train.astype(np.int64)),
-            (prepare_images(X_test), y_test.astype(np.int64)))
+    return (
+        (prepare_images(X_train), y_train.astype(np.int64)),
+        (prepare_images(X_test), y_test.astype(np.int64)),
+    )

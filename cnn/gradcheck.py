@@ -2,6 +2,7 @@
 
 Explained in the chapters *Backpropagation through convolution* and *Debugging*.
 """
+
 import numpy as np
 
 
@@ -29,7 +30,7 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
         ``(f(x + h e_i) - f(x - h e_i)) / (2 h)`` for every element ``i``.
     """
     grad = np.zeros(x.shape, dtype=np.float64)
-    for i in (np.ndindex(x.shape) if indices is None else indices):
+    for i in np.ndindex(x.shape) if indices is None else indices:
         old = x[i]
         x[i] = old + h
         plus = f()
@@ -72,7 +73,9 @@ def check_layer(layer, X, seed=0, h=1e-5):
 
     errors = {"X": rel_error(analytic_dX, numerical_gradient_array(f, X, dout, h))}
     for name, value in layer.params.items():
-        errors[name] = rel_error(analytic[name], numerical_gradient_array(f, value, dout, h))
+        errors[name] = rel_error(
+            analytic[name], numerical_gradient_array(f, value, dout, h)
+        )
     return errors
 
 
@@ -80,15 +83,21 @@ def _check_protocol(layer, params_before):
     """What ``gradient`` must do besides computing the right numbers (see :class:`cnn.Layer`)."""
     name = type(layer).__name__
     if set(layer.grads) != set(layer.params):
-        raise AssertionError(f"{name}.gradient must fill grads with one gradient per parameter: params has "
-                             f"{sorted(layer.params)}, grads has {sorted(layer.grads)}")
+        raise AssertionError(
+            f"{name}.gradient must fill grads with one gradient per parameter: params has "
+            f"{sorted(layer.params)}, grads has {sorted(layer.grads)}"
+        )
     for key, value in layer.params.items():
         if np.shape(layer.grads[key]) != value.shape:
-            raise AssertionError(f"{name}: grads[{key!r}] has shape {np.shape(layer.grads[key])}, but the "
-                                 f"parameter has shape {value.shape}")
+            raise AssertionError(
+                f"{name}: grads[{key!r}] has shape {np.shape(layer.grads[key])}, but the "
+                f"parameter has shape {value.shape}"
+            )
         if not np.array_equal(value, params_before[key]):
-            raise AssertionError(f"{name}.gradient changed the parameter {key!r}: it must only compute "
-                                 "gradients (an optimizer updates the parameters)")
+            raise AssertionError(
+                f"{name}.gradient changed the parameter {key!r}: it must only compute "
+                "gradients (an optimizer updates the parameters)"
+            )
 
 
 def check_model(model, X, y, h=1e-5, max_checks=100, seed=0):
@@ -104,12 +113,22 @@ def check_model(model, X, y, h=1e-5, max_checks=100, seed=0):
     rng = np.random.default_rng(seed)
     _, dlogits = softmax_cross_entropy(model.logits(X), y)
     model.gradient(dlogits)
-    analytic = {(i, name): np.array(g) for i, layer in enumerate(model.layers) for name, g in layer.grads.items()}
+    analytic = {
+        (i, name): np.array(g)
+        for i, layer in enumerate(model.layers)
+        for name, g in layer.grads.items()
+    }
     errors = {}
     for (i, name), grad in analytic.items():
         flat = rng.choice(grad.size, size=min(max_checks, grad.size), replace=False)
         idx = [np.unravel_index(k, grad.shape) for k in flat]
-        numeric = numerical_gradient(lambda: cross_entropy_from_logits(model.logits(X), y),
-                                     model.layers[i].params[name], h, indices=idx)
-        errors[f"{i}.{name}"] = rel_error(np.array([grad[k] for k in idx]), np.array([numeric[k] for k in idx]))
+        numeric = numerical_gradient(
+            lambda: cross_entropy_from_logits(model.logits(X), y),
+            model.layers[i].params[name],
+            h,
+            indices=idx,
+        )
+        errors[f"{i}.{name}"] = rel_error(
+            np.array([grad[k] for k in idx]), np.array([numeric[k] for k in idx])
+        )
     return errors

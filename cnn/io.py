@@ -16,6 +16,7 @@ named in a file is ever imported. The optimizer's state (momentum, Adam's moment
 the random generators' states are not saved: a loaded model predicts exactly as the saved one, and
 further training starts with fresh optimizer state.
 """
+
 import inspect
 import json
 import os
@@ -40,16 +41,22 @@ def _describe(obj, family, what):
     """``{"type": ..., "args": {...}}`` for a layer or an optimizer: its class name and constructor arguments."""
     name = type(obj).__name__
     if not isinstance(obj, family):
-        raise TypeError(f"save_model: cannot save {what} {obj!r}: it is not a cnn.{family.__name__}")
+        raise TypeError(
+            f"save_model: cannot save {what} {obj!r}: it is not a cnn.{family.__name__}"
+        )
     if family.registry.get(name) is not type(obj):
-        raise TypeError(f"save_model: cannot save {what} {obj!r}: another class named {name!r} has been "
-                        "defined since, and loading would build that one")
+        raise TypeError(
+            f"save_model: cannot save {what} {obj!r}: another class named {name!r} has been "
+            "defined since, and loading would build that one"
+        )
     args = obj.config()
     for arg, value in args.items():
         if not _is_plain(value):
-            raise TypeError(f"save_model: cannot save {what} {obj!r}: its constructor argument {arg}={value!r} "
-                            "is not a plain value (a number, string, bool, None, or a list of them); keep "
-                            f"it as such, or give {name} a config() method that returns plain values")
+            raise TypeError(
+                f"save_model: cannot save {what} {obj!r}: its constructor argument {arg}={value!r} "
+                "is not a plain value (a number, string, bool, None, or a list of them); keep "
+                f"it as such, or give {name} a config() method that returns plain values"
+            )
     return {"type": name, "args": args}
 
 
@@ -88,24 +95,35 @@ def save_model(model, path):
         layers.append(spec)
         for name, value in params.items():
             arrays[f"layers.{i}.{name}"] = value
-    optimizer = None if model.optimizer is None else _describe(model.optimizer, Optimizer, "optimizer")
+    optimizer = (
+        None
+        if model.optimizer is None
+        else _describe(model.optimizer, Optimizer, "optimizer")
+    )
     architecture = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "class": type(model).__name__,
-        "model": {"learning_rate": model.learning_rate, "lr_decay": model.lr_decay, "seed": plain(model.seed),
-                  "input_shape": plain(tuple(model.input_shape)), "num_classes": model.num_classes},
+        "model": {
+            "learning_rate": model.learning_rate,
+            "lr_decay": model.lr_decay,
+            "seed": plain(model.seed),
+            "input_shape": plain(tuple(model.input_shape)),
+            "num_classes": model.num_classes,
+        },
         "optimizer": optimizer,
         "layers": layers,
     }
     try:
         text = json.dumps(architecture, indent=1)
-    except TypeError as err:   # e.g. a seed that is a Generator rather than an int
-        raise TypeError(f"save_model: the model's settings must be plain numbers to be saved ({err})") from None
+    except TypeError as err:  # e.g. a seed that is a Generator rather than an int
+        raise TypeError(
+            f"save_model: the model's settings must be plain numbers to be saved ({err})"
+        ) from None
     path = Path(os.fspath(path))
     temporary = path.with_name(path.name + ".part")
     try:
-        with open(temporary, "wb") as f:                       # a file object: np.savez adds no ".npz"
+        with open(temporary, "wb") as f:  # a file object: np.savez adds no ".npz"
             np.savez(f, architecture=np.array(text), **arrays)
         os.replace(temporary, path)
     except BaseException:
@@ -117,38 +135,54 @@ def _read(path):
     """The architecture dict and the arrays of a model file, or ModelFileError naming the file."""
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    not_readable = f"{path}: not a readable model file (expected a .npz written by save_model"
+    not_readable = (
+        f"{path}: not a readable model file (expected a .npz written by save_model"
+    )
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic == b"\x93NUMPY":
-        raise ModelFileError(f"{path}: a single NumPy array (.npy), not a saved model (.npz)")
-    if not magic.startswith(b"PK"):                           # every .npz is a zip archive
+        raise ModelFileError(
+            f"{path}: a single NumPy array (.npy), not a saved model (.npz)"
+        )
+    if not magic.startswith(b"PK"):  # every .npz is a zip archive
         raise ModelFileError(f"{not_readable}; this file is not a zip archive)")
     try:
         data = np.load(path, allow_pickle=False)
         with data:
             arrays = {name: data[name] for name in data.files}
-    except Exception as err:  # BadZipFile, EOFError, ValueError on a truncated or damaged archive
+    except (
+        Exception
+    ) as err:  # BadZipFile, EOFError, ValueError on a truncated or damaged archive
         raise ModelFileError(f"{not_readable}; {type(err).__name__}: {err})") from None
     text = arrays.pop("architecture", None)
     if text is None or text.shape != () or text.dtype.kind != "U":
-        raise ModelFileError(f"{path}: not a saved model: it has no 'architecture' text "
-                             f"(arrays found: {sorted(arrays) or 'none'})")
+        raise ModelFileError(
+            f"{path}: not a saved model: it has no 'architecture' text "
+            f"(arrays found: {sorted(arrays) or 'none'})"
+        )
     try:
         architecture = json.loads(text.item())
     except json.JSONDecodeError as err:
-        raise ModelFileError(f"{path}: the model's architecture is not valid JSON ({err})") from None
+        raise ModelFileError(
+            f"{path}: the model's architecture is not valid JSON ({err})"
+        ) from None
     if not isinstance(architecture, dict) or architecture.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path}: not a saved model (no format {FORMAT_NAME!r} in its architecture)")
+        raise ModelFileError(
+            f"{path}: not a saved model (no format {FORMAT_NAME!r} in its architecture)"
+        )
     if architecture.get("version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format version {architecture.get('version')!r} is not supported; "
-                             f"this version of cnn reads version {FORMAT_VERSION}")
+        raise ModelFileError(
+            f"{path}: model format version {architecture.get('version')!r} is not supported; "
+            f"this version of cnn reads version {FORMAT_VERSION}"
+        )
     return architecture, arrays
 
 
 def _build_layer(i, spec, arrays):
     """Construct layer ``i`` from its spec and copy its saved arrays into its live arrays."""
-    cls = Layer.lookup(spec.get("type"))    # ValueError naming the known layer classes if it is not defined here
+    cls = Layer.lookup(
+        spec.get("type")
+    )  # ValueError naming the known layer classes if it is not defined here
     kwargs = dict(spec.get("args", {}))
     if "dtype" in spec and "dtype" in inspect.signature(cls.__init__).parameters:
         kwargs["dtype"] = np.dtype(spec["dtype"])
@@ -158,8 +192,10 @@ def _build_layer(i, spec, arrays):
         if key not in arrays:
             raise ValueError(f"array {key!r} of {layer!r} is missing")
         if arrays[key].shape != value.shape:
-            raise ValueError(f"array {key!r} has shape {arrays[key].shape}; {layer!r} needs {value.shape}")
-        value[...] = arrays.pop(key)                            # in place: params stay the live arrays
+            raise ValueError(
+                f"array {key!r} has shape {arrays[key].shape}; {layer!r} needs {value.shape}"
+            )
+        value[...] = arrays.pop(key)  # in place: params stay the live arrays
     return layer
 
 
@@ -187,7 +223,10 @@ def load_model(path):
     path = Path(os.fspath(path))
     architecture, arrays = _read(path)
     try:
-        layers = [_build_layer(i, spec, arrays) for i, spec in enumerate(architecture["layers"])]
+        layers = [
+            _build_layer(i, spec, arrays)
+            for i, spec in enumerate(architecture["layers"])
+        ]
         if arrays:
             raise ValueError(f"arrays {sorted(arrays)} belong to no layer")
         optimizer = architecture.get("optimizer")

@@ -2,9 +2,8 @@
 
 Explained in the chapter *More layers*, which also writes a new layer in a notebook cell.
 """
-import inspect
 
-import numpy as np
+import inspect
 
 from ._checks import check_positive_float
 from .config import Configurable
@@ -34,7 +33,7 @@ class Layer(Configurable):
     with it.
     """
 
-    registry = {}   # class name -> class, for load_model: filled as each subclass is defined
+    registry = {}  # class name -> class, for load_model: filled as each subclass is defined
     family = "layer"
 
     def __init_subclass__(cls, **kwargs):
@@ -46,8 +45,10 @@ class Layer(Configurable):
     def __new__(cls, *args, **kwargs):
         for method in ("forward", "gradient"):
             if getattr(cls, method) is getattr(Layer, method):
-                raise TypeError(f"{cls.__name__} must define {method}{_SIGNATURES[method]}: every layer has "
-                                f"forward(X, training=True) and gradient(dout, input_grad=True)")
+                raise TypeError(
+                    f"{cls.__name__} must define {method}{_SIGNATURES[method]}: every layer has "
+                    f"forward(X, training=True) and gradient(dout, input_grad=True)"
+                )
         self = super().__new__(cls, *args, **kwargs)
         # Here rather than in __init__, so that a subclass that forgets super().__init__() still works.
         self.params, self.grads, self.buffers = {}, {}, {}
@@ -71,26 +72,39 @@ class Layer(Configurable):
 
         ``learning_rate=0`` computes the gradients (in ``self.grads``) and changes no parameter.
         """
-        learning_rate = check_positive_float(f"{type(self).__name__}.backward: learning_rate", learning_rate,
-                                             allow_zero=True)   # checked before anything changes
+        learning_rate = check_positive_float(
+            f"{type(self).__name__}.backward: learning_rate",
+            learning_rate,
+            allow_zero=True,
+        )  # checked before anything changes
         dX = self.gradient(dout)
         self.update(learning_rate)
         return dX
 
     def update(self, learning_rate):
         """One plain SGD step in place: ``param -= learning_rate * grad`` for every parameter."""
-        learning_rate = check_positive_float(f"{type(self).__name__}.update: learning_rate", learning_rate,
-                                             allow_zero=True)
+        learning_rate = check_positive_float(
+            f"{type(self).__name__}.update: learning_rate",
+            learning_rate,
+            allow_zero=True,
+        )
         if self.params and not self.grads:
-            raise RuntimeError(f"{type(self).__name__}.update called before any backward pass")
+            raise RuntimeError(
+                f"{type(self).__name__}.update called before any backward pass"
+            )
         if learning_rate == 0:
             return
         for name, value in self.params.items():
-            value -= learning_rate * self.grads[name]   # in place: params stay the live arrays
+            value -= (
+                learning_rate * self.grads[name]
+            )  # in place: params stay the live arrays
 
     def set_grads(self, **grads):
         """Keep the given gradients as ``self.grads``, each in the dtype of its parameter."""
-        self.grads = {name: grad.astype(self.params[name].dtype, copy=False) for name, grad in grads.items()}
+        self.grads = {
+            name: grad.astype(self.params[name].dtype, copy=False)
+            for name, grad in grads.items()
+        }
 
     def num_params(self):
         """Number of trainable numbers in this layer."""
@@ -114,6 +128,10 @@ def _check_signature(cls, method, expected, keyword):
     if function is None:
         return
     parameters = inspect.signature(function).parameters
-    if keyword not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        raise TypeError(f"{cls.__name__}.{method} must take {expected}; it is defined as "
-                        f"{method}{inspect.signature(function)}")
+    if keyword not in parameters and not any(
+        p.kind is p.VAR_KEYWORD for p in parameters.values()
+    ):
+        raise TypeError(
+            f"{cls.__name__}.{method} must take {expected}; it is defined as "
+            f"{method}{inspect.signature(function)}"
+        )

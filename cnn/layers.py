@@ -4,11 +4,18 @@ Each is a :class:`~cnn.layer.Layer`: ``forward(X, training=True)`` and ``gradien
 side by side, and, for the dense layer, ``params`` and ``grads``. The activity's ``backward`` methods
 (``ReLU.backward(dout)``, ``FullyConnectedLayer.backward(X, dout)``, ...) come from the protocol.
 """
+
 import math
 
 import numpy as np
 
-from ._checks import check_array, check_dout, check_int, check_positive_float, require_forward
+from ._checks import (
+    check_array,
+    check_dout,
+    check_int,
+    check_positive_float,
+    require_forward,
+)
 from .conv import output_size, shifted_views
 from .layer import Layer
 
@@ -24,7 +31,9 @@ class ReLU(Layer):
         """X of any shape -> ``max(0, X)`` of the same shape and dtype."""
         X = check_array("ReLU.forward: X", X)
         out = np.maximum(X, 0)
-        self._out = out if training else None   # out > 0 exactly where X > 0: no separate mask to keep
+        self._out = (
+            out if training else None
+        )  # out > 0 exactly where X > 0: no separate mask to keep
         return out
 
     def gradient(self, dout, input_grad=True):
@@ -44,8 +53,10 @@ class Flatten(Layer):
     def forward(self, X, training=True):
         X = check_array("Flatten.forward: X", X, shape_doc="(N, ...)")
         if X.ndim < 2:
-            raise ValueError(f"Flatten.forward: X must have a batch axis and at least one more, e.g. (N, C, H, W); "
-                             f"got shape {X.shape}")
+            raise ValueError(
+                f"Flatten.forward: X must have a batch axis and at least one more, e.g. (N, C, H, W); "
+                f"got shape {X.shape}"
+            )
         self._input_shape = X.shape
         return X.reshape(X.shape[0], -1)
 
@@ -112,7 +123,9 @@ class MaxPoolLayer(Layer):
         self.pool_size = check_int("MaxPoolLayer: pool_size", pool_size, 1)
         self.stride = check_int("MaxPoolLayer: stride", stride, 1)
         if impl not in ("vectorized", "loops"):
-            raise ValueError(f"MaxPoolLayer: impl must be 'vectorized' or 'loops'; got {impl!r}")
+            raise ValueError(
+                f"MaxPoolLayer: impl must be 'vectorized' or 'loops'; got {impl!r}"
+            )
         self.impl = impl
         self._cache = None
 
@@ -129,7 +142,9 @@ class MaxPoolLayer(Layer):
         N, C, H, W = X.shape
         P, s = self.pool_size, self.stride
         if P > H or P > W:
-            raise ValueError(f"MaxPoolLayer.forward: the {P}x{P} pool window is larger than the {H}x{W} input")
+            raise ValueError(
+                f"MaxPoolLayer.forward: the {P}x{P} pool window is larger than the {H}x{W} input"
+            )
         _, OH, OW = self.output_shape((C, H, W))
         if self.impl == "loops":
             out = np.empty((N, C, OH, OW), dtype=X.dtype)
@@ -139,7 +154,9 @@ class MaxPoolLayer(Layer):
                     for i in range(OH):
                         for j in range(OW):
                             window = X[n, c, i * s : i * s + P, j * s : j * s + P]
-                            winner[n, c, i, j] = np.argmax(window)   # flat index of the first maximum
+                            winner[n, c, i, j] = np.argmax(
+                                window
+                            )  # flat index of the first maximum
                             out[n, c, i, j] = window.flat[winner[n, c, i, j]]
         else:
             # Instead of nested loops over pixels: P*P element-wise steps over whole strided views.
@@ -164,7 +181,9 @@ class MaxPoolLayer(Layer):
             dX[:, :, :, OW * P :] = 0
         else:
             dX = np.zeros_like(X, dtype=dtype)
-        route_to_winner(dout, winner, shifted_views(dX, P, s, OH, OW), overlapping=s < P)
+        route_to_winner(
+            dout, winner, shifted_views(dX, P, s, OH, OW), overlapping=s < P
+        )
         return dX
 
 
@@ -187,16 +206,26 @@ class FullyConnectedLayer(Layer):
     biases : ndarray of shape (output_size,)
     """
 
-    def __init__(self, input_size, output_size, learning_rate=0.01, weight_scale=None, rng=None,
-                 dtype=np.float32):
+    def __init__(
+        self,
+        input_size,
+        output_size,
+        learning_rate=0.01,
+        weight_scale=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         self.input_size = check_int("FullyConnectedLayer: input_size", input_size, 1)
         self.output_size = check_int("FullyConnectedLayer: output_size", output_size, 1)
-        self.learning_rate = check_positive_float("FullyConnectedLayer: learning_rate", learning_rate,
-                                                  allow_zero=True)
+        self.learning_rate = check_positive_float(
+            "FullyConnectedLayer: learning_rate", learning_rate, allow_zero=True
+        )
         scale = np.sqrt(1.0 / input_size) if weight_scale is None else weight_scale
         rng = np.random.default_rng(rng)
-        self.weights = (rng.standard_normal((input_size, output_size)) * scale).astype(dtype)
+        self.weights = (rng.standard_normal((input_size, output_size)) * scale).astype(
+            dtype
+        )
         self.biases = np.zeros(output_size, dtype=dtype)
         self.params = {"weights": self.weights, "biases": self.biases}
         self._X = None
@@ -208,10 +237,17 @@ class FullyConnectedLayer(Layer):
         return (self.output_size,)
 
     def _check_X(self, where, X):
-        X = check_array(f"FullyConnectedLayer.{where}: X", X, ndim=2, shape_doc=f"(N, {self.input_size})")
+        X = check_array(
+            f"FullyConnectedLayer.{where}: X",
+            X,
+            ndim=2,
+            shape_doc=f"(N, {self.input_size})",
+        )
         if X.shape[1] != self.input_size:
-            raise ValueError(f"FullyConnectedLayer.{where}: X has {X.shape[1]} features (shape {X.shape}) but the "
-                             f"layer expects input_size={self.input_size}; flatten (N, C, H, W) inputs first")
+            raise ValueError(
+                f"FullyConnectedLayer.{where}: X has {X.shape[1]} features (shape {X.shape}) but the "
+                f"layer expects input_size={self.input_size}; flatten (N, C, H, W) inputs first"
+            )
         return X
 
     def forward(self, X, training=True):
@@ -275,7 +311,9 @@ class Dropout(Layer):
             self._mask = np.ones((), dtype=X.dtype) if training else None
             return X
         keep = 1.0 - self.rate
-        self._mask = (self.rng.random(X.shape, dtype=np.float32) < keep).astype(X.dtype) / X.dtype.type(keep)
+        self._mask = (self.rng.random(X.shape, dtype=np.float32) < keep).astype(
+            X.dtype
+        ) / X.dtype.type(keep)
         return X * self._mask
 
     def gradient(self, dout, input_grad=True):

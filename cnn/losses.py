@@ -6,6 +6,7 @@ loss the package reports is computed from logits (:func:`cross_entropy_from_logi
 
 Explained in the chapter *Softmax and cross-entropy*.
 """
+
 import numpy as np
 
 from ._checks import check_array, check_labels
@@ -29,7 +30,9 @@ def softmax(x):
     """
     x = check_array("softmax: x", x, shape_doc="(N, num_classes)")
     if x.ndim == 0:
-        raise ValueError("softmax: x must have at least one axis (the classes); got a scalar")
+        raise ValueError(
+            "softmax: x must have at least one axis (the classes); got a scalar"
+        )
     shifted = x - x.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
@@ -58,15 +61,24 @@ def cross_entropy_loss(predictions, labels):
         Finite even when a probability has underflowed to 0: such probabilities are clipped to the
         smallest positive normal number of their dtype (a loss of about 87 in float32, 708 in float64).
     """
-    predictions = check_array("cross_entropy_loss: predictions", predictions, ndim=2, shape_doc="(N, num_classes)")
+    predictions = check_array(
+        "cross_entropy_loss: predictions",
+        predictions,
+        ndim=2,
+        shape_doc="(N, num_classes)",
+    )
     if predictions.min() < 0 or predictions.max() > 1:
-        raise ValueError("cross_entropy_loss: predictions must be probabilities in [0, 1] (apply softmax to "
-                         f"logits first); got values from {predictions.min():g} to {predictions.max():g}")
+        raise ValueError(
+            "cross_entropy_loss: predictions must be probabilities in [0, 1] (apply softmax to "
+            f"logits first); got values from {predictions.min():g} to {predictions.max():g}"
+        )
     sums = predictions.sum(axis=1)
     if not np.allclose(sums, 1.0, atol=1e-3):
         worst = int(np.argmax(np.abs(sums - 1.0)))
-        raise ValueError("cross_entropy_loss: predictions must be probabilities, each row summing to 1 "
-                         f"(apply softmax to logits first); row {worst} sums to {sums[worst]:g}")
+        raise ValueError(
+            "cross_entropy_loss: predictions must be probabilities, each row summing to 1 "
+            f"(apply softmax to logits first); row {worst} sums to {sums[worst]:g}"
+        )
     N, num_classes = predictions.shape
     labels = check_labels("cross_entropy_loss: labels", labels, num_classes, n=N)
     p = predictions[np.arange(N), labels]
@@ -75,7 +87,12 @@ def cross_entropy_loss(predictions, labels):
 
 def cross_entropy_from_logits(logits, labels):
     """Cross-entropy computed from logits with :func:`log_softmax`; exact where probabilities underflow."""
-    logits = check_array("cross_entropy_from_logits: logits", logits, ndim=2, shape_doc="(N, num_classes)")
+    logits = check_array(
+        "cross_entropy_from_logits: logits",
+        logits,
+        ndim=2,
+        shape_doc="(N, num_classes)",
+    )
     N, num_classes = logits.shape
     labels = check_labels("cross_entropy_from_logits: labels", labels, num_classes, n=N)
     return float(-np.mean(log_softmax(logits)[np.arange(N), labels]))
@@ -97,7 +114,9 @@ def softmax_cross_entropy_gradient(probs, labels):
     dlogits : ndarray of shape (N, num_classes)
     """
     N, num_classes = probs.shape
-    labels = check_labels("softmax_cross_entropy_gradient: labels", labels, num_classes, n=N)
+    labels = check_labels(
+        "softmax_cross_entropy_gradient: labels", labels, num_classes, n=N
+    )
     dlogits = probs.copy()
     dlogits[np.arange(N), labels] -= 1
     return dlogits / probs.dtype.type(N)
@@ -121,7 +140,9 @@ def softmax_cross_entropy(logits, labels):
     dlogits : ndarray of shape (N, num_classes)
         ``(softmax(logits) - one_hot(labels)) / N``.
     """
-    logits = check_array("softmax_cross_entropy: logits", logits, ndim=2, shape_doc="(N, num_classes)")
+    logits = check_array(
+        "softmax_cross_entropy: logits", logits, ndim=2, shape_doc="(N, num_classes)"
+    )
     N, num_classes = logits.shape
     labels = check_labels("softmax_cross_entropy: labels", labels, num_classes, n=N)
     rows = np.arange(N)

@@ -3,6 +3,7 @@
 Explained in the chapter *Assembling SimpleCNN*; SimpleCNN and the other networks are in
 :mod:`cnn.networks`, the training loop in :mod:`cnn.train`.
 """
+
 import numpy as np
 
 from ._checks import check_array, check_int, check_labels, check_positive_float
@@ -38,14 +39,25 @@ class Sequential:
         BLAS as it is configured.
     """
 
-    def __init__(self, layers, learning_rate=0.01, lr_decay=1.0, optimizer=None, seed=0,
-                 input_shape=(1, 28, 28), num_classes=10, blas_threads=1):
+    def __init__(
+        self,
+        layers,
+        learning_rate=0.01,
+        lr_decay=1.0,
+        optimizer=None,
+        seed=0,
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        blas_threads=1,
+    ):
         if not layers:
             raise ValueError("Sequential: layers must be a non-empty list of layers")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: layer {i} ({layer!r}) is not a cnn.Layer; a layer subclasses "
-                                f"cnn.Layer and defines forward(X, training=True) and gradient(dout, input_grad=True)")
+                raise TypeError(
+                    f"Sequential: layer {i} ({layer!r}) is not a cnn.Layer; a layer subclasses "
+                    f"cnn.Layer and defines forward(X, training=True) and gradient(dout, input_grad=True)"
+                )
         self.layers = list(layers)
         self.learning_rate = check_positive_float("learning_rate", learning_rate)
         self.lr_decay = check_positive_float("lr_decay", lr_decay)
@@ -56,7 +68,9 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         self.input_shape = tuple(input_shape)
         self.num_classes = check_int("num_classes", num_classes, 2)
-        self.blas_threads = None if blas_threads is None else check_int("blas_threads", blas_threads, 1)
+        self.blas_threads = (
+            None if blas_threads is None else check_int("blas_threads", blas_threads, 1)
+        )
         self.current_learning_rate = self.learning_rate
 
     # ---------------------------------------------------------------- forward and backward
@@ -81,7 +95,9 @@ class Sequential:
         for layer in self.layers if steps is None else steps:
             out = layer.forward(out, training=training)
         if out.ndim != 2 or out.shape[1] != self.num_classes:
-            raise ValueError(f"the last layer must output logits of shape (N, {self.num_classes}); got {out.shape}")
+            raise ValueError(
+                f"the last layer must output logits of shape (N, {self.num_classes}); got {out.shape}"
+            )
         return out
 
     def gradient(self, dlogits, steps=None, input_grad=False):
@@ -120,7 +136,9 @@ class Sequential:
     def step(self):
         """Update every parameter from its gradient: the optimizer if there is one, else plain SGD."""
         if self.optimizer is not None:
-            self.optimizer.step(self.param_layers, learning_rate=self.current_learning_rate)
+            self.optimizer.step(
+                self.param_layers, learning_rate=self.current_learning_rate
+            )
         else:
             for layer in self.param_layers:
                 layer.update(self.current_learning_rate)
@@ -155,8 +173,12 @@ class Sequential:
         batch_size = check_int("batch_size", batch_size, 1)
         with blas_limits(self):
             steps = self.training_steps()
-            return np.concatenate([self.logits(X[i : i + batch_size], False, steps)
-                                   for i in range(0, len(X), batch_size)])
+            return np.concatenate(
+                [
+                    self.logits(X[i : i + batch_size], False, steps)
+                    for i in range(0, len(X), batch_size)
+                ]
+            )
 
     def predict_proba(self, X, batch_size=500):
         """Class probabilities (N, num_classes) in evaluation mode, computed in batches to bound memory."""
@@ -166,13 +188,31 @@ class Sequential:
         """Predicted class labels of shape (N,) for X of shape (N, C, H, W)."""
         return self.predict_logits(X, batch_size).argmax(axis=1)
 
-    def train(self, X_train, y_train, epochs=10, batch_size=32, validation_data=None, verbose=1, shuffle=True,
-              augment=None):
+    def train(
+        self,
+        X_train,
+        y_train,
+        epochs=10,
+        batch_size=32,
+        validation_data=None,
+        verbose=1,
+        shuffle=True,
+        augment=None,
+    ):
         """Train with mini-batches, shuffling every epoch (Part 10): :func:`cnn.train.train` of this model,
         whose parameters document the arguments. Returns the history, a dict of lists, one entry per epoch:
         ``loss``, ``accuracy``, ``seconds``, ``learning_rate`` (and ``val_loss``, ``val_accuracy``)."""
-        return train(self, X_train, y_train, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                     verbose=verbose, shuffle=shuffle, augment=augment)
+        return train(
+            self,
+            X_train,
+            y_train,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=validation_data,
+            verbose=verbose,
+            shuffle=shuffle,
+            augment=augment,
+        )
 
     # ---------------------------------------------------------------- inspection
 

@@ -15,6 +15,7 @@ with dropout; for (N, 1, 28, 28) MNIST images::
 Trained with the settings in :data:`DEEP_CNN_TRAINING` (5 epochs of Adam) it reaches 99.5% test accuracy
 on MNIST in about ten minutes on two CPU cores (``python -m cnn train --model deep --validate``).
 """
+
 import numpy as np
 
 from ._checks import check_int
@@ -44,17 +45,33 @@ class SimpleCNN(Sequential):
         Which implementation of the convolution and pooling layers to use.
     """
 
-    def __init__(self, learning_rate=0.2, lr_decay=0.8, seed=0, optimizer=None, impl="vectorized"):
+    def __init__(
+        self, learning_rate=0.2, lr_decay=0.8, seed=0, optimizer=None, impl="vectorized"
+    ):
         rng = np.random.default_rng(seed)
         layers = [
-            ConvLayer(num_filters=8, filter_size=3, num_channels=1, padding=1, rng=rng, impl=impl),
+            ConvLayer(
+                num_filters=8,
+                filter_size=3,
+                num_channels=1,
+                padding=1,
+                rng=rng,
+                impl=impl,
+            ),
             ReLU(),
             MaxPoolLayer(pool_size=2, stride=2, impl=impl),
             Flatten(),
             FullyConnectedLayer(8 * 14 * 14, 10, learning_rate=learning_rate, rng=rng),
         ]
-        super().__init__(layers, learning_rate=learning_rate, lr_decay=lr_decay, optimizer=optimizer,
-                         seed=seed, input_shape=(1, 28, 28), num_classes=10)
+        super().__init__(
+            layers,
+            learning_rate=learning_rate,
+            lr_decay=lr_decay,
+            optimizer=optimizer,
+            seed=seed,
+            input_shape=(1, 28, 28),
+            num_classes=10,
+        )
 
 
 #: Recommended training settings for :func:`deep_cnn` (also its defaults for the learning rate, the
@@ -71,19 +88,30 @@ DEEP_CNN_TRAINING = {
     "lr_decay": 0.6,
 }
 
+
 def _check_input_shape(input_shape, pools):
     """Check (C, H, W) and that H and W survive ``pools`` halvings; return it as a tuple of ints."""
     if len(tuple(input_shape)) != 3:
         raise ValueError(f"input_shape must be (C, H, W); got {input_shape!r}")
     C, H, W = (check_int("input_shape", v, 1) for v in input_shape)
-    if H < 2 ** pools or W < 2 ** pools:
-        raise ValueError(f"input_shape {tuple(input_shape)}: H and W must be at least {2 ** pools} "
-                         f"for {pools} 2x2 max-pooling layer(s)")
+    if H < 2**pools or W < 2**pools:
+        raise ValueError(
+            f"input_shape {tuple(input_shape)}: H and W must be at least {2**pools} "
+            f"for {pools} 2x2 max-pooling layer(s)"
+        )
     return C, H, W
 
 
-def two_conv_net(seed=0, filters=(8, 16), learning_rate=0.1, lr_decay=0.8, optimizer=None,
-                 input_shape=(1, 28, 28), num_classes=10, dtype=np.float32):
+def two_conv_net(
+    seed=0,
+    filters=(8, 16),
+    learning_rate=0.1,
+    lr_decay=0.8,
+    optimizer=None,
+    input_shape=(1, 28, 28),
+    num_classes=10,
+    dtype=np.float32,
+):
     """Conv -> ReLU -> Conv -> ReLU -> MaxPool -> Flatten -> FC, the activity's first bonus challenge.
 
     Parameters
@@ -110,32 +138,59 @@ def two_conv_net(seed=0, filters=(8, 16), learning_rate=0.1, lr_decay=0.8, optim
     F1, F2 = (check_int("two_conv_net: filters", f, 1) for f in filters)
     rng = np.random.default_rng(seed)
     layers = [
-        ConvLayer(F1, 3, C, padding=1, rng=rng, dtype=dtype), ReLU(),
-        ConvLayer(F2, 3, F1, padding=1, rng=rng, dtype=dtype), ReLU(),
+        ConvLayer(F1, 3, C, padding=1, rng=rng, dtype=dtype),
+        ReLU(),
+        ConvLayer(F2, 3, F1, padding=1, rng=rng, dtype=dtype),
+        ReLU(),
         MaxPoolLayer(2, 2),
         Flatten(),
-        FullyConnectedLayer(F2 * (H // 2) * (W // 2), num_classes, rng=rng, dtype=dtype),
+        FullyConnectedLayer(
+            F2 * (H // 2) * (W // 2), num_classes, rng=rng, dtype=dtype
+        ),
     ]
-    return Sequential(layers, learning_rate=learning_rate, lr_decay=lr_decay,
-                      optimizer=make_optimizer(optimizer, learning_rate), seed=seed,
-                      input_shape=(C, H, W), num_classes=num_classes)
+    return Sequential(
+        layers,
+        learning_rate=learning_rate,
+        lr_decay=lr_decay,
+        optimizer=make_optimizer(optimizer, learning_rate),
+        seed=seed,
+        input_shape=(C, H, W),
+        num_classes=num_classes,
+    )
 
 
 def _stage(in_channels, out_channels, convs, rng, dtype):
     """``convs`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU], then MaxPool 2x2: (C, H, W) -> (F, H/2, W/2)."""
     layers = []
     for i in range(convs):
-        layers += [ConvLayer(out_channels, 3, in_channels if i == 0 else out_channels, padding=1, rng=rng,
-                             dtype=dtype),
-                   BatchNorm(out_channels, dtype=dtype),
-                   ReLU()]
+        layers += [
+            ConvLayer(
+                out_channels,
+                3,
+                in_channels if i == 0 else out_channels,
+                padding=1,
+                rng=rng,
+                dtype=dtype,
+            ),
+            BatchNorm(out_channels, dtype=dtype),
+            ReLU(),
+        ]
     return layers + [MaxPoolLayer(2, 2)]
 
 
-def deep_cnn(seed=0, filters=(16, 32), convs_per_stage=2, hidden=128, dropout=0.25,
-             learning_rate=DEEP_CNN_TRAINING["learning_rate"], lr_decay=DEEP_CNN_TRAINING["lr_decay"],
-             optimizer=DEEP_CNN_TRAINING["optimizer"], input_shape=(1, 28, 28), num_classes=10,
-             dtype=np.float32):
+def deep_cnn(
+    seed=0,
+    filters=(16, 32),
+    convs_per_stage=2,
+    hidden=128,
+    dropout=0.25,
+    learning_rate=DEEP_CNN_TRAINING["learning_rate"],
+    lr_decay=DEEP_CNN_TRAINING["lr_decay"],
+    optimizer=DEEP_CNN_TRAINING["optimizer"],
+    input_shape=(1, 28, 28),
+    num_classes=10,
+    dtype=np.float32,
+):
     """A two-stage convolutional network with batch normalisation and dropout, for >= 99.3% on MNIST.
 
     Layers: for each of the two stages, ``convs_per_stage`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU]
@@ -170,12 +225,23 @@ def deep_cnn(seed=0, filters=(16, 32), convs_per_stage=2, hidden=128, dropout=0.
     convs = check_int("deep_cnn: convs_per_stage", convs_per_stage, 1)
     hidden = check_int("deep_cnn: hidden", hidden, 1)
     rng = np.random.default_rng(seed)
-    layers = (_stage(C, F1, convs, rng, dtype) + _stage(F1, F2, convs, rng, dtype) + [
-        Flatten(),
-        FullyConnectedLayer(F2 * (H // 4) * (W // 4), hidden, rng=rng, dtype=dtype), ReLU(),
-        Dropout(dropout, rng=rng),
-        FullyConnectedLayer(hidden, num_classes, rng=rng, dtype=dtype),
-    ])
-    return Sequential(layers, learning_rate=learning_rate, lr_decay=lr_decay,
-                      optimizer=make_optimizer(optimizer, learning_rate), seed=seed,
-                      input_shape=(C, H, W), num_classes=num_classes)
+    layers = (
+        _stage(C, F1, convs, rng, dtype)
+        + _stage(F1, F2, convs, rng, dtype)
+        + [
+            Flatten(),
+            FullyConnectedLayer(F2 * (H // 4) * (W // 4), hidden, rng=rng, dtype=dtype),
+            ReLU(),
+            Dropout(dropout, rng=rng),
+            FullyConnectedLayer(hidden, num_classes, rng=rng, dtype=dtype),
+        ]
+    )
+    return Sequential(
+        layers,
+        learning_rate=learning_rate,
+        lr_decay=lr_decay,
+        optimizer=make_optimizer(optimizer, learning_rate),
+        seed=seed,
+        input_shape=(C, H, W),
+        num_classes=num_classes,
+    )

@@ -3,6 +3,7 @@
 Explained in the chapter *Optimizers*. Each optimizer keeps its state (velocities, moment estimates)
 per parameter array, keyed by the array's identity, and updates the arrays in place.
 """
+
 import numpy as np
 
 from ._checks import check_positive_float
@@ -16,7 +17,7 @@ class Optimizer(Configurable):
     constructor arguments, as layers are.
     """
 
-    registry = {}   # class name -> class, filled as each subclass is defined
+    registry = {}  # class name -> class, filled as each subclass is defined
     family = "optimizer"
 
     def step(self, layers, learning_rate=None):
@@ -34,7 +35,9 @@ def make_optimizer(optimizer, learning_rate):
         return optimizer
     names = {name.lower(): cls for name, cls in Optimizer.registry.items()}
     if optimizer.lower() not in names:
-        raise ValueError(f"optimizer must be one of {sorted(names)} or an optimizer object; got {optimizer!r}")
+        raise ValueError(
+            f"optimizer must be one of {sorted(names)} or an optimizer object; got {optimizer!r}"
+        )
     return names[optimizer.lower()](learning_rate)
 
 
@@ -62,7 +65,9 @@ class Momentum(SGD):
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False):
         super().__init__(learning_rate)
-        self.momentum = check_positive_float("Momentum: momentum", momentum, allow_zero=True)
+        self.momentum = check_positive_float(
+            "Momentum: momentum", momentum, allow_zero=True
+        )
         if self.momentum >= 1:
             raise ValueError(f"Momentum: momentum must be in [0, 1); got {momentum}")
         self.nesterov = bool(nesterov)
@@ -103,7 +108,9 @@ class Adam(SGD):
         lr = self.learning_rate if learning_rate is None else learning_rate
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        scale = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)   # both bias corrections in one factor
+        scale = (
+            lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        )  # both bias corrections in one factor
         for layer in layers:
             for name, p in layer.params.items():
                 g = layer.grads[name]

@@ -2,6 +2,7 @@
 
 Explained in the chapter *Performance*. The steps compute the same logits as the layers, faster.
 """
+
 from .conv_maxpool import ConvMaxPool
 from .layers import MaxPoolLayer, ReLU
 

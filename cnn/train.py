@@ -3,6 +3,7 @@
 Explained in the chapter *Training and evaluation*. ``SimpleCNN.train`` (any ``Sequential``'s ``train``)
 calls :func:`train`.
 """
+
 import contextlib
 import sys
 import time
@@ -19,8 +20,17 @@ from .losses import cross_entropy_from_logits, softmax_cross_entropy
 DIVERGED_LOSS = 1000.0
 
 
-def train(model, X_train, y_train, epochs=10, batch_size=32, validation_data=None, verbose=1, shuffle=True,
-          augment=None):
+def train(
+    model,
+    X_train,
+    y_train,
+    epochs=10,
+    batch_size=32,
+    validation_data=None,
+    verbose=1,
+    shuffle=True,
+    augment=None,
+):
     """Train ``model`` with mini-batches, shuffling every epoch (Part 10).
 
     Parameters
@@ -52,7 +62,9 @@ def train(model, X_train, y_train, epochs=10, batch_size=32, validation_data=Non
     epochs = check_int("epochs", epochs, 1)
     batch_size = check_int("batch_size", batch_size, 1)
     if augment is not None and not callable(augment):
-        raise TypeError(f"augment must be a function (X, rng) -> X, e.g. augment_batch, or None; got {augment!r}")
+        raise TypeError(
+            f"augment must be a function (X, rng) -> X, e.g. augment_batch, or None; got {augment!r}"
+        )
     if validation_data is not None:
         X_val, y_val = validation_data
         X_val = check_array("train: X_val", X_val, ndim=4, shape_doc="(N, C, H, W)")
@@ -65,9 +77,9 @@ def train(model, X_train, y_train, epochs=10, batch_size=32, validation_data=Non
     num_batches = -(-N // batch_size)
     progress = Progress(verbose, epochs, N, num_batches)
     with blas_limits(model):
-        steps = model.training_steps()   # the same logits as model.layers, faster
+        steps = model.training_steps()  # the same logits as model.layers, faster
         for epoch in range(epochs):
-            model.current_learning_rate = model.learning_rate * model.lr_decay ** epoch
+            model.current_learning_rate = model.learning_rate * model.lr_decay**epoch
             order = model.rng.permutation(N) if shuffle else np.arange(N)
             start = time.perf_counter()
             total_loss, correct = 0.0, 0
@@ -78,8 +90,11 @@ def train(model, X_train, y_train, epochs=10, batch_size=32, validation_data=Non
                     Xb = augment(Xb, model.rng)
                 loss, logits = train_step(model, Xb, yb, steps)
                 total_loss += loss * len(idx)
-                correct += int((logits.argmax(axis=1) == yb).sum())   # the largest logit is the likeliest class
-                progress.batch(epoch, b, min((b + 1) * batch_size, N), total_loss, correct)
+                # The largest logit is the likeliest class.
+                correct += int((logits.argmax(axis=1) == yb).sum())
+                progress.batch(
+                    epoch, b, min((b + 1) * batch_size, N), total_loss, correct
+                )
             history["seconds"].append(time.perf_counter() - start)
             history["loss"].append(total_loss / N)
             history["accuracy"].append(correct / N)
@@ -87,7 +102,9 @@ def train(model, X_train, y_train, epochs=10, batch_size=32, validation_data=Non
             if validation_data is not None:
                 logits = model.predict_logits(X_val)
                 history["val_loss"].append(cross_entropy_from_logits(logits, y_val))
-                history["val_accuracy"].append(float((logits.argmax(axis=1) == y_val).mean()))
+                history["val_accuracy"].append(
+                    float((logits.argmax(axis=1) == y_val).mean())
+                )
             progress.epoch(epoch, history)
     return history
 
@@ -100,20 +117,32 @@ def train_step(model, X, y, steps=None):
     update and its logits (N, num_classes). Raises FloatingPointError if training has diverged.
     """
     logits = model.logits(X, training=True, steps=steps)
-    loss, dlogits = softmax_cross_entropy(logits, y)     # the loss and its gradient with respect to the logits
-    if not loss < DIVERGED_LOSS:                         # also catches NaN
+    loss, dlogits = softmax_cross_entropy(
+        logits, y
+    )  # the loss and its gradient with respect to the logits
+    if not loss < DIVERGED_LOSS:  # also catches NaN
         _diverged(model, f"the loss reached {loss:.3g}")
-    with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected below, with a clear message
-        model.gradient(dlogits, steps)                   # every layer's grads, walking the steps backwards
-        model.step()                                     # then, and only then, every parameter is updated
-    if not all(np.isfinite(p).all() for layer in model.param_layers for p in layer.params.values()):
+    with np.errstate(
+        over="ignore", invalid="ignore"
+    ):  # overflow is detected below, with a clear message
+        model.gradient(
+            dlogits, steps
+        )  # every layer's grads, walking the steps backwards
+        model.step()  # then, and only then, every parameter is updated
+    if not all(
+        np.isfinite(p).all()
+        for layer in model.param_layers
+        for p in layer.params.values()
+    ):
         _diverged(model, "a parameter became NaN or infinite")
     return loss, logits
 
 
 def _diverged(model, what):
-    raise FloatingPointError(f"training diverged: {what}. Try a smaller learning rate "
-                             f"(the current one is {model.current_learning_rate:g})")
+    raise FloatingPointError(
+        f"training diverged: {what}. Try a smaller learning rate "
+        f"(the current one is {model.current_learning_rate:g})"
+    )
 
 
 def evaluate(model, X, y):
@@ -150,21 +179,37 @@ class Progress:
     1 in a terminal, where a live line overwrites itself, or 2 anywhere, every 10% of an epoch)."""
 
     def __init__(self, verbose, epochs, N, num_batches):
-        self.verbose, self.epochs, self.N, self.num_batches = verbose, epochs, N, num_batches
+        self.verbose, self.epochs, self.N, self.num_batches = (
+            verbose,
+            epochs,
+            N,
+            num_batches,
+        )
         self.live = verbose >= 1 and sys.stdout.isatty()
 
     def batch(self, epoch, b, seen, total_loss, correct):
         live_now = self.live and b % max(1, self.num_batches // 50) == 0
-        if live_now or (self.verbose >= 2 and b and b % max(1, self.num_batches // 10) == 0):
-            line = (f"epoch {epoch + 1}/{self.epochs}  {seen:>6}/{self.N}  "
-                    f"loss {total_loss / seen:.4f}  accuracy {correct / seen:.4f}")
-            print("\r" + line, end="", flush=True) if self.live else print(line, flush=True)
+        if live_now or (
+            self.verbose >= 2 and b and b % max(1, self.num_batches // 10) == 0
+        ):
+            line = (
+                f"epoch {epoch + 1}/{self.epochs}  {seen:>6}/{self.N}  "
+                f"loss {total_loss / seen:.4f}  accuracy {correct / seen:.4f}"
+            )
+            print("\r" + line, end="", flush=True) if self.live else print(
+                line, flush=True
+            )
 
     def epoch(self, epoch, history):
         if not self.verbose:
             return
-        line = (f"epoch {epoch + 1}/{self.epochs}  loss {history['loss'][-1]:.4f}  "
-                f"accuracy {history['accuracy'][-1]:.4f}  {history['seconds'][-1]:.1f}s")
+        line = (
+            f"epoch {epoch + 1}/{self.epochs}  loss {history['loss'][-1]:.4f}  "
+            f"accuracy {history['accuracy'][-1]:.4f}  {history['seconds'][-1]:.1f}s"
+        )
         if "val_loss" in history:
             line += f"  val_loss {history['val_loss'][-1]:.4f}  val_accuracy {history['val_accuracy'][-1]:.4f}"
-        print(("\r" if self.live else "") + line + (" " * 10 if self.live else ""), flush=True)
+        print(
+            ("\r" if self.live else "") + line + (" " * 10 if self.live else ""),
+            flush=True,
+        )

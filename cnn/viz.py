@@ -3,11 +3,13 @@
 Every function returns the matplotlib ``Figure`` it drew, with a title and labelled axes, so a chapter
 can show it, save it or ``glue`` it.
 """
+
 import numpy as np
 
 
 def _plt():
-    import matplotlib.pyplot as plt   # imported lazily: the layers do not need matplotlib
+    import matplotlib.pyplot as plt  # imported lazily: the layers do not need matplotlib
+
     return plt
 
 
@@ -20,8 +22,12 @@ def _image_grid(pictures, titles, ncols, size, title, fontsize=8, **imshow):
     n = len(pictures)
     cols = max(1, min(ncols, n))
     rows = -(-n // cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(size * cols, size * rows + (0.5 if title else 0)),
-                                squeeze=False)
+    fig, axes = _plt().subplots(
+        rows,
+        cols,
+        figsize=(size * cols, size * rows + (0.5 if title else 0)),
+        squeeze=False,
+    )
     image = None
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -34,8 +40,17 @@ def _image_grid(pictures, titles, ncols, size, title, fontsize=8, **imshow):
     return fig, axes, image
 
 
-def show_images(images, labels=None, predictions=None, ncols=10, title=None, cmap="gray", size=1.1,
-                vmin=None, vmax=None):
+def show_images(
+    images,
+    labels=None,
+    predictions=None,
+    ncols=10,
+    title=None,
+    cmap="gray",
+    size=1.1,
+    vmin=None,
+    vmax=None,
+):
     """A grid of images with their labels (and predictions, in red where they differ).
 
     Parameters
@@ -48,11 +63,20 @@ def show_images(images, labels=None, predictions=None, ncols=10, title=None, cma
         images = images[:, 0]
     titles = None
     if predictions is not None:
-        titles = [(f"{labels[k]}→{predictions[k]}", "crimson" if predictions[k] != labels[k] else "black")
-                  if labels is not None else (f"{predictions[k]}", "black") for k in range(len(images))]
+        titles = [
+            (
+                f"{labels[k]}→{predictions[k]}",
+                "crimson" if predictions[k] != labels[k] else "black",
+            )
+            if labels is not None
+            else (f"{predictions[k]}", "black")
+            for k in range(len(images))
+        ]
     elif labels is not None:
         titles = [(str(label), "black") for label in labels]
-    fig, _, _ = _image_grid(images, titles, ncols, size, title, fontsize=9, cmap=cmap, vmin=vmin, vmax=vmax)
+    fig, _, _ = _image_grid(
+        images, titles, ncols, size, title, fontsize=9, cmap=cmap, vmin=vmin, vmax=vmax
+    )
     fig.tight_layout()
     return fig
 
@@ -66,8 +90,16 @@ def show_filters(weights, title="Filters", ncols=8, size=1.2):
     """
     w = np.asarray(weights)[:, 0]
     lim = float(np.abs(w).max()) or 1.0
-    fig, axes, image = _image_grid(w, [(f"filter {k}", "black") for k in range(len(w))], ncols, size, title,
-                                   cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig, axes, image = _image_grid(
+        w,
+        [(f"filter {k}", "black") for k in range(len(w))],
+        ncols,
+        size,
+        title,
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+    )
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
     return fig
 
@@ -80,13 +112,21 @@ def show_feature_maps(maps, title="Feature maps", ncols=8, size=1.3, cmap="virid
     maps : ndarray of shape (C, H, W)
     """
     maps = np.asarray(maps)
-    fig, _, _ = _image_grid(maps, [(f"channel {k}", "black") for k in range(len(maps))], ncols, size, title,
-                            cmap=cmap)
+    fig, _, _ = _image_grid(
+        maps,
+        [(f"channel {k}", "black") for k in range(len(maps))],
+        ncols,
+        size,
+        title,
+        cmap=cmap,
+    )
     fig.tight_layout()
     return fig
 
 
-def plot_history(histories, metrics=("loss", "val_accuracy"), title=None, percent=False):
+def plot_history(
+    histories, metrics=("loss", "val_accuracy"), title=None, percent=False
+):
     """Learning curves: one panel per metric, one line per run, or per setting trained over several seeds.
 
     Parameters
@@ -101,29 +141,49 @@ def plot_history(histories, metrics=("loss", "val_accuracy"), title=None, percen
     percent : bool
         Show accuracies in percent.
     """
-    names = {"loss": "training loss", "accuracy": "training accuracy", "val_loss": "test loss",
-             "val_accuracy": "test accuracy", "seconds": "seconds per epoch"}
+    names = {
+        "loss": "training loss",
+        "accuracy": "training accuracy",
+        "val_loss": "test loss",
+        "val_accuracy": "test accuracy",
+        "seconds": "seconds per epoch",
+    }
     if not isinstance(metrics, dict):
         metrics = {metric: names.get(metric, metric) for metric in metrics}
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    histories = {name: runs if isinstance(runs, (list, tuple)) else [runs] for name, runs in histories.items()}
-    several_lines_or_seeds = len(histories) > 1 or any(len(runs) > 1 for runs in histories.values())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
-    for ax, (metric, label) in zip(axes.flat, metrics.items()):
+    histories = {
+        name: runs if isinstance(runs, (list, tuple)) else [runs]
+        for name, runs in histories.items()
+    }
+    several_lines_or_seeds = len(histories) > 1 or any(
+        len(runs) > 1 for runs in histories.values()
+    )
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False
+    )
+    for ax, (metric, label) in zip(axes.flat, metrics.items(), strict=True):
         scale = 100 if percent and "accuracy" in metric else 1
         for name, runs in histories.items():
-            values = scale * np.array([run[metric] for run in runs], dtype=np.float64)   # (seeds, epochs)
+            values = scale * np.array(
+                [run[metric] for run in runs], dtype=np.float64
+            )  # (seeds, epochs)
             epochs = np.arange(1, values.shape[1] + 1)
             mean = values.mean(axis=0)
-            legend = name if len(runs) == 1 else f"{name} (mean ± std, {len(runs)} seeds)"
+            legend = (
+                name if len(runs) == 1 else f"{name} (mean ± std, {len(runs)} seeds)"
+            )
             (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=legend)
             if len(runs) > 1:
                 std = values.std(axis=0, ddof=1)
-                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.25)
+                ax.fill_between(
+                    epochs, mean - std, mean + std, color=line.get_color(), alpha=0.25
+                )
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
+        ax.xaxis.set_major_locator(
+            MaxNLocator(integer=True)
+        )  # epochs are whole numbers
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -139,7 +199,9 @@ def confusion_matrix(y_true, y_pred, num_classes=10):
     """Counts ``cm[i, j]`` of images of class ``i`` predicted as class ``j``; shape (num_classes, num_classes)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"confusion_matrix: y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape")
+        raise ValueError(
+            f"confusion_matrix: y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape"
+        )
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
     return cm
@@ -153,12 +215,22 @@ def plot_confusion_matrix(cm, title="Confusion matrix"):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     im = ax.imshow(off, cmap="Reds")
-    dark = off > 0.6 * max(off.max(), 1)   # cells where black text would be hard to read on dark red
+    dark = off > 0.6 * max(
+        off.max(), 1
+    )  # cells where black text would be hard to read on dark red
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             color = "navy" if i == j else ("white" if dark[i, j] else "black")
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color=color, fontweight="bold" if i == j else "normal")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=color,
+                fontweight="bold" if i == j else "normal",
+            )
     ax.set_xticks(range(cm.shape[1]))
     ax.set_yticks(range(cm.shape[0]))
     ax.set_xlabel("predicted class")

@@ -4,9 +4,10 @@ The helpers here are the *references* the tests compare the package with (plain 
 the definitions, kept deliberately naive and independent of the code under test, and the same
 operations written with JAX), and the checks and fixtures that the tests of several modules share.
 """
+
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "jax")   # before anything imports keras
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
 
 import jax
 import jax.numpy as jnp
@@ -69,10 +70,16 @@ def rng():
     return np.random.default_rng(20240607)
 
 
-def make_conv(F, C, K, stride=1, padding=0, impl="vectorized", dtype=np.float64, seed=0):
+def make_conv(
+    F, C, K, stride=1, padding=0, impl="vectorized", dtype=np.float64, seed=0
+):
     """A ConvLayer with random weights *and* random (non-zero) biases, so bias bugs are visible."""
-    layer = cnn.ConvLayer(F, K, C, stride=stride, padding=padding, rng=seed, dtype=dtype, impl=impl)
-    layer.biases[...] = np.random.default_rng(seed + 1).standard_normal(F)   # in place: params stay live
+    layer = cnn.ConvLayer(
+        F, K, C, stride=stride, padding=padding, rng=seed, dtype=dtype, impl=impl
+    )
+    layer.biases[...] = np.random.default_rng(seed + 1).standard_normal(
+        F
+    )  # in place: params stay live
     return layer
 
 
@@ -96,7 +103,10 @@ def conv_reference(X, Wt, b, stride, padding):
                     for c in range(C):
                         for a in range(K):
                             for d in range(K):
-                                total += Xp[n, c, i * stride + a, j * stride + d] * Wt[f, c, a, d]
+                                total += (
+                                    Xp[n, c, i * stride + a, j * stride + d]
+                                    * Wt[f, c, a, d]
+                                )
                     out[n, f, i, j] = total
     return out
 
@@ -122,9 +132,13 @@ def maxpool_reference(X, P, s, dout=None):
 
 def jax_conv(X, Wt, b, stride, padding):
     """NCHW / OIHW cross-correlation with JAX, plus a bias per output channel."""
-    out = lax.conv_general_dilated(X, Wt, window_strides=(stride, stride),
-                                   padding=[(padding, padding), (padding, padding)],
-                                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    out = lax.conv_general_dilated(
+        X,
+        Wt,
+        window_strides=(stride, stride),
+        padding=[(padding, padding), (padding, padding)],
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
     return out + b[None, :, None, None]
 
 
@@ -140,7 +154,9 @@ def distinct_values(shape, rng, spacing=0.01):
     """An array whose entries are all different by at least ``spacing``: no ties and no near-ties,
     so max pooling is differentiable at it and centred differences with h=1e-5 do not cross a kink."""
     n = int(np.prod(shape))
-    return (rng.permutation(n).astype(np.float64) * spacing - n * spacing / 2).reshape(shape)
+    return (rng.permutation(n).astype(np.float64) * spacing - n * spacing / 2).reshape(
+        shape
+    )
 
 
 def away_from_zero(shape, rng, margin=1e-3):
@@ -154,7 +170,9 @@ def images(n, seed=0):
     return np.random.default_rng(seed).random((n, 1, 28, 28)).astype(np.float32)
 
 
-seeds = st.integers(0, 2 ** 32 - 1)   # hypothesis: a seed for the random inputs of a property test
+seeds = st.integers(
+    0, 2**32 - 1
+)  # hypothesis: a seed for the random inputs of a property test
 
 
 # ---------------------------------------------------------------------------- checks
@@ -182,8 +200,13 @@ def assert_matches_numerical_gradients(layer, X, seed):
     targets = {"X": X, **layer.params}
     for name, value in targets.items():
         numeric = numerical_gradient_array(lambda: layer.forward(X), value, dout)
-        assert_allclose(analytic[name], numeric, rtol=GRAD_TOL, atol=1e-9 * max(1.0, np.abs(numeric).max()),
-                        err_msg=name)
+        assert_allclose(
+            analytic[name],
+            numeric,
+            rtol=GRAD_TOL,
+            atol=1e-9 * max(1.0, np.abs(numeric).max()),
+            err_msg=name,
+        )
 
 
 def snapshot(layer):
@@ -214,8 +237,10 @@ def mnist():
 def small_mnist(mnist):
     """A small prepared subset: 500 training images and 1000 held-out test images, float32 in [0, 1]."""
     (X_train, y_train), (X_test, y_test) = mnist
-    return ((cnn.prepare_images(X_train[:500]), y_train[:500].astype(np.int64)),
-            (cnn.prepare_images(X_test[:1000]), y_test[:1000].astype(np.int64)))
+    return (
+        (cnn.prepare_images(X_train[:500]), y_train[:500].astype(np.int64)),
+        (cnn.prepare_images(X_test[:1000]), y_test[:1000].astype(np.int64)),
+    )
 
 
 @pytest.fixture(scope="session")

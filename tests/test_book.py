@@ -1,4 +1,5 @@
 """cnn.book: the checks behind the book's sentences, errors shown on purpose, spreads over seeds."""
+
 import os
 import subprocess
 import sys
@@ -6,8 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from cnn.book import (ChapterClock, ClaimError, Spread, claim, compare, exceeds_noise, expect_error,
-                      format_duration, over_seeds, spread)
+from cnn.book import (
+    ChapterClock,
+    ClaimError,
+    Spread,
+    claim,
+    compare,
+    exceeds_noise,
+    expect_error,
+    format_duration,
+    over_seeds,
+    spread,
+)
 
 
 def test_claim_passes_silently_when_it_holds():
@@ -16,7 +27,12 @@ def test_claim_passes_silently_when_it_holds():
 
 def test_claim_quotes_the_sentence_and_the_figures():
     with pytest.raises(ClaimError) as info:
-        claim(0.82 > 1, "an Adam epoch takes longer than an SGD epoch", ratio=0.82, epochs=3)
+        claim(
+            0.82 > 1,
+            "an Adam epoch takes longer than an SGD epoch",
+            ratio=0.82,
+            epochs=3,
+        )
     message = str(info.value)
     assert '"an Adam epoch takes longer than an SGD epoch"' in message
     assert "ratio = 0.82" in message and "epochs = 3" in message
@@ -24,8 +40,14 @@ def test_claim_quotes_the_sentence_and_the_figures():
 
 def test_claim_shows_floats_short_inside_containers():
     with pytest.raises(ClaimError) as info:
-        claim(False, "s", runs=(60.660000000000004, 56.53), by_name={"a": np.float64(0.1 + 0.2)},
-              grid=np.array([1 / 3, 2 / 3]), one=(1.5,))
+        claim(
+            False,
+            "s",
+            runs=(60.660000000000004, 56.53),
+            by_name={"a": np.float64(0.1 + 0.2)},
+            grid=np.array([1 / 3, 2 / 3]),
+            one=(1.5,),
+        )
     message = str(info.value)
     assert "runs = (60.66, 56.53)" in message and "by_name = {'a': 0.3}" in message
     assert "grid = [0.333333 0.666667]" in message and "one = (1.5,)" in message
@@ -40,7 +62,10 @@ def test_claim_accepts_numpy_booleans():
 def test_expect_error_prints_the_message(capsys):
     with expect_error(ValueError, "4 dimensions"):
         raise ValueError("expected 4 dimensions (N, C, H, W); got 3")
-    assert capsys.readouterr().out == "ValueError: expected 4 dimensions (N, C, H, W); got 3\n"
+    assert (
+        capsys.readouterr().out
+        == "ValueError: expected 4 dimensions (N, C, H, W); got 3\n"
+    )
 
 
 def test_expect_error_fails_when_nothing_is_raised():
@@ -64,7 +89,7 @@ def test_expect_error_lets_another_type_through():
 def test_spread_mean_std_and_format():
     s = spread([0.97, 0.98, 0.99], 100)
     assert s.mean == pytest.approx(98.0)
-    assert s.std == pytest.approx(1.0)          # sample standard deviation, ddof=1
+    assert s.std == pytest.approx(1.0)  # sample standard deviation, ddof=1
     assert (s.min, s.max) == pytest.approx((97.0, 99.0))
     assert len(s) == 3
     assert f"{s:.2f}" == "98.00 ± 1.00"
@@ -78,16 +103,20 @@ def test_spread_refuses_empty_or_non_finite(values):
 
 
 def test_exceeds_noise_compares_the_gap_with_both_spreads():
-    a, b = spread([1.0, 2.0, 3.0]), spread([4.0, 5.0, 6.0])    # gap 3, stds 1 + 1
+    a, b = spread([1.0, 2.0, 3.0]), spread([4.0, 5.0, 6.0])  # gap 3, stds 1 + 1
     assert exceeds_noise(a, b) and exceeds_noise(b, a)
-    c = spread([2.5, 3.5, 4.5])                                  # gap 1.5 < 2
+    c = spread([2.5, 3.5, 4.5])  # gap 1.5 < 2
     assert not exceeds_noise(a, c)
     with pytest.raises(ValueError, match="at least two seeds"):
         exceeds_noise(Spread((1.0,)), b)
 
 
 def test_compare_picks_the_phrase():
-    low, high, middle = spread([1.0, 1.1, 0.9]), spread([5.0, 5.1, 4.9]), spread([0.8, 1.2, 1.0])
+    low, high, middle = (
+        spread([1.0, 1.1, 0.9]),
+        spread([5.0, 5.1, 4.9]),
+        spread([0.8, 1.2, 1.0]),
+    )
     assert compare(high, low, "higher", "lower", "same") == "higher"
     assert compare(low, high, "higher", "lower", "same") == "lower"
     assert compare(low, middle, "higher", "lower", "same") == "same"
@@ -133,8 +162,12 @@ print("ok")
 
 def test_over_seeds_in_worker_processes_trains_as_a_loop():
     """Results in the order of the seeds, from other processes, bit-identical to training in this process."""
-    result = subprocess.run([sys.executable, "-c", FORKING], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    result = subprocess.run(
+        [sys.executable, "-c", FORKING], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[
+        -3000:
+    ]
     assert "Warning" not in result.stderr, result.stderr[-3000:]
 
 
@@ -150,8 +183,16 @@ def test_over_seeds_refuses_to_fork_a_process_that_imported_jax():
         over_seeds(_square_and_pid, [1, 2], processes=2)
 
 
-@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (44.6, "45 s"), (59.4, "59 s"), (60, "1 min 00 s"),
-                                           (192.2, "3 min 12 s")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0.4, "0 s"),
+        (44.6, "45 s"),
+        (59.4, "59 s"),
+        (60, "1 min 00 s"),
+        (192.2, "3 min 12 s"),
+    ],
+)
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 

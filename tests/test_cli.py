@@ -1,4 +1,5 @@
 """The command line ``python -m cnn``: train and evaluate on a few images, help, and clear errors."""
+
 import subprocess
 import sys
 
@@ -25,11 +26,32 @@ def quick_data(monkeypatch, mnist_head):
     monkeypatch.setattr(cnn.__main__, "load_mnist_prepared", lambda: mnist_head)
 
 
-@pytest.mark.parametrize("model, extra", [("simple", []), ("two_conv", ["--augment"]), ("deep", ["--validate"])])
+@pytest.mark.parametrize(
+    "model, extra",
+    [("simple", []), ("two_conv", ["--augment"]), ("deep", ["--validate"])],
+)
 def test_train_then_evaluate(tmp_path, capsys, model, extra):
     out = tmp_path / f"{model}.npz"
-    code = main(["train", "--model", model, "--epochs", "1", "--batch-size", "16", "--learning-rate", "0.01",
-                 "--seed", "3", "--limit", "48", "--out", str(out)] + extra)
+    code = main(
+        [
+            "train",
+            "--model",
+            model,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "0.01",
+            "--seed",
+            "3",
+            "--limit",
+            "48",
+            "--out",
+            str(out),
+        ]
+        + extra
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "epoch 1/1" in printed and "test accuracy" in printed and str(out) in printed
@@ -57,7 +79,9 @@ def test_missing_or_invalid_model_file(tmp_path, capsys):
     missing = tmp_path / "missing.npz"
     assert main(["evaluate", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert str(missing) in err and "no such model file" in err and "Traceback" not in err
+    assert (
+        str(missing) in err and "no such model file" in err and "Traceback" not in err
+    )
 
     junk = tmp_path / "junk.npz"
     junk.write_text("not a model")
@@ -72,7 +96,9 @@ def test_missing_or_invalid_model_file(tmp_path, capsys):
 
 
 def test_model_for_other_inputs_is_refused(tmp_path, capsys):
-    save_model(two_conv_net(filters=(2, 2), input_shape=(1, 8, 8)), tmp_path / "small.npz")
+    save_model(
+        two_conv_net(filters=(2, 2), input_shape=(1, 8, 8)), tmp_path / "small.npz"
+    )
     assert main(["evaluate", str(tmp_path / "small.npz")]) == 2
     assert "(1, 8, 8)" in capsys.readouterr().err
 
@@ -83,18 +109,36 @@ def test_usage_errors_and_help(tmp_path, capsys):
     assert main(["train", "--epochs", "0"]) == 2
     assert main(["train", "--learning-rate", "fast"]) == 2
     assert "invalid choice" in capsys.readouterr().err
-    assert main(["train", "--out", str(tmp_path / "no_such_dir" / "m.npz"), "--limit", "10"]) == 2
+    assert (
+        main(
+            ["train", "--out", str(tmp_path / "no_such_dir" / "m.npz"), "--limit", "10"]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", "--help"]) == 0
     printed = capsys.readouterr().out
-    for option in ("--model", "--epochs", "--batch-size", "--learning-rate", "--seed", "--out", "--augment",
-                   "--validate", "--limit"):
+    for option in (
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--learning-rate",
+        "--seed",
+        "--out",
+        "--augment",
+        "--validate",
+        "--limit",
+    ):
         assert option in printed
     assert main(["evaluate", "--help"]) == 0
 
 
 def test_python_dash_m(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cnn", "evaluate", str(tmp_path / "none.npz")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn", "evaluate", str(tmp_path / "none.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "no such model file" in result.stderr and "Traceback" not in result.stderr

@@ -1,20 +1,42 @@
 """cnn.conv: convolve2d, im2col and col2im, the loop versions and ConvLayer against their definitions, over
 random geometries (hypothesis), against numerical gradients, JAX and Keras; and their refusals of bad input."""
+
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import (
+    ATOL,
+    CONV_CASES,
+    RTOL,
+    assert_gradients_match,
+    assert_matches_numerical_gradients,
+    assert_unchanged,
+    case_id,
+    conv_reference,
+    jax_conv,
+    make_conv,
+    seeds,
+    snapshot,
+)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
-from cnn import (ConvLayer, MaxPoolLayer, check_layer, col2im, conv_backward_loops, conv_forward_loops, convolve2d,
-                 im2col, output_size)
-from conftest import (ATOL, CONV_CASES, RTOL, assert_gradients_match, assert_matches_numerical_gradients,
-                      assert_unchanged, case_id, conv_reference, jax_conv, make_conv, seeds, snapshot)
+from cnn import (
+    ConvLayer,
+    MaxPoolLayer,
+    check_layer,
+    col2im,
+    conv_backward_loops,
+    conv_forward_loops,
+    convolve2d,
+    im2col,
+    output_size,
+)
 
 IMAGE_1_TO_9 = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
 KERNEL_1_TO_4 = np.array([[1.0, 2.0], [3.0, 4.0]])
@@ -35,14 +57,16 @@ def test_convolve2d_hand_worked_padding_and_stride():
     # padded 5x5; windows at rows/cols 0-1 and 2-3:
     # [[0,0],[0,1]].k = 4;  [[0,0],[2,3]].k = 6+12 = 18;  [[0,4],[0,7]].k = 8+28 = 36;  [[5,6],[8,9]].k = 77
     expected = np.array([[4.0, 18.0], [36.0, 77.0]])
-    assert_array_equal(convolve2d(IMAGE_1_TO_9, KERNEL_1_TO_4, stride=2, padding=1), expected)
+    assert_array_equal(
+        convolve2d(IMAGE_1_TO_9, KERNEL_1_TO_4, stride=2, padding=1), expected
+    )
 
 
 def test_convolve2d_is_cross_correlation_not_flipped():
     """The kernel is not flipped or transposed: a one-hot kernel picks the pixel at its own offset."""
     image = np.arange(20.0).reshape(4, 5)
     kernel = np.zeros((2, 3))
-    kernel[0, 2] = 1.0            # tap at row offset 0, column offset 2
+    kernel[0, 2] = 1.0  # tap at row offset 0, column offset 2
     assert_array_equal(convolve2d(image, kernel), image[0:3, 2:5])
 
 
@@ -53,15 +77,29 @@ def test_convolve2d_activity_edge_kernel_example():
     result = convolve2d(image, edge)
     assert result.shape == (3, 3)
     # each output: the window's bottom row minus its top row
-    expected = np.array([[image[i + 2, j : j + 3].sum() - image[i, j : j + 3].sum() for j in range(3)]
-                         for i in range(3)])
+    expected = np.array(
+        [
+            [
+                image[i + 2, j : j + 3].sum() - image[i, j : j + 3].sum()
+                for j in range(3)
+            ]
+            for i in range(3)
+        ]
+    )
     assert_allclose(result, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("H, W, KH, KW, stride, padding", [
-    (5, 5, 3, 3, 1, 0), (6, 4, 2, 3, 1, 1), (7, 9, 3, 2, 2, 0), (8, 5, 5, 5, 3, 2), (4, 7, 1, 1, 2, 1),
-    (5, 6, 4, 2, 3, 2),
-])
+@pytest.mark.parametrize(
+    "H, W, KH, KW, stride, padding",
+    [
+        (5, 5, 3, 3, 1, 0),
+        (6, 4, 2, 3, 1, 1),
+        (7, 9, 3, 2, 2, 0),
+        (8, 5, 5, 5, 3, 2),
+        (4, 7, 1, 1, 2, 1),
+        (5, 6, 4, 2, 3, 2),
+    ],
+)
 def test_convolve2d_matches_direct_formula(rng, H, W, KH, KW, stride, padding):
     """output[i, j] = sum_ab padded[i*s + a, j*s + b] * kernel[a, b], summed term by term."""
     image, kernel = rng.standard_normal((H, W)), rng.standard_normal((KH, KW))
@@ -73,25 +111,57 @@ def test_convolve2d_matches_direct_formula(rng, H, W, KH, KW, stride, padding):
         for j in range(OW):
             for a in range(KH):
                 for b in range(KW):
-                    expected[i, j] += padded[i * stride + a, j * stride + b] * kernel[a, b]
-    assert_allclose(convolve2d(image, kernel, stride, padding), expected, rtol=1e-12, atol=1e-12)
+                    expected[i, j] += (
+                        padded[i * stride + a, j * stride + b] * kernel[a, b]
+                    )
+    assert_allclose(
+        convolve2d(image, kernel, stride, padding), expected, rtol=1e-12, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("size, kernel, stride, padding, expected", [
-    (28, 3, 1, 1, 28), (28, 3, 1, 0, 26), (28, 2, 2, 0, 14), (7, 3, 2, 0, 3), (8, 3, 2, 0, 3),
-    (5, 5, 1, 2, 5), (6, 2, 3, 1, 3), (4, 3, 2, 0, 1),
-])
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding, expected",
+    [
+        (28, 3, 1, 1, 28),
+        (28, 3, 1, 0, 26),
+        (28, 2, 2, 0, 14),
+        (7, 3, 2, 0, 3),
+        (8, 3, 2, 0, 3),
+        (5, 5, 1, 2, 5),
+        (6, 2, 3, 1, 3),
+        (4, 3, 2, 0, 1),
+    ],
+)
 def test_output_size_formula(size, kernel, stride, padding, expected):
     """output_size is (size + 2*padding - kernel) // stride + 1, checked on values counted by hand."""
     assert output_size(size, kernel, stride, padding) == expected
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(stride=0), ValueError, r"convolve2d: stride must be an integer >= 1; got 0"),
-    (dict(stride=True), TypeError, r"convolve2d: stride must be an integer >= 1; got True"),
-    (dict(padding=-1), ValueError, r"convolve2d: padding must be an integer >= 0; got -1"),
-    (dict(padding=0.5), TypeError, r"convolve2d: padding must be an integer >= 0; got 0\.5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(stride=0),
+            ValueError,
+            r"convolve2d: stride must be an integer >= 1; got 0",
+        ),
+        (
+            dict(stride=True),
+            TypeError,
+            r"convolve2d: stride must be an integer >= 1; got True",
+        ),
+        (
+            dict(padding=-1),
+            ValueError,
+            r"convolve2d: padding must be an integer >= 0; got -1",
+        ),
+        (
+            dict(padding=0.5),
+            TypeError,
+            r"convolve2d: padding must be an integer >= 0; got 0\.5",
+        ),
+    ],
+)
 def test_convolve2d_bad_stride_or_padding(kwargs, error, message):
     """convolve2d checks its stride and padding like the layer does."""
     with pytest.raises(error, match=message):
@@ -100,7 +170,10 @@ def test_convolve2d_bad_stride_or_padding(kwargs, error, message):
 
 def test_convolve2d_kernel_larger_than_padded_input():
     """convolve2d refuses a 4x2 kernel on a 3x3 image (padded 3x3)."""
-    with pytest.raises(ValueError, match=r"convolve2d: the 4x2 kernel is larger than the padded input 3x3"):
+    with pytest.raises(
+        ValueError,
+        match=r"convolve2d: the 4x2 kernel is larger than the padded input 3x3",
+    ):
         convolve2d(np.ones((3, 3)), np.ones((4, 2)))
 
 
@@ -111,8 +184,17 @@ def test_convolve2d_kernel_larger_than_padded_input():
 def test_conv_forward_loops_matches_definition(rng, case):
     """conv_forward_loops equals the seven-loop definition out[n,f,i,j] = b[f] + sum_{c,a,d} x * w."""
     N, C, H, W, F, K, s, p = case
-    X, Wt, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K)), rng.standard_normal(F)
-    assert_allclose(conv_forward_loops(X, Wt, b, s, p), conv_reference(X, Wt, b, s, p), rtol=1e-12, atol=1e-12)
+    X, Wt, b = (
+        rng.standard_normal((N, C, H, W)),
+        rng.standard_normal((F, C, K, K)),
+        rng.standard_normal(F),
+    )
+    assert_allclose(
+        conv_forward_loops(X, Wt, b, s, p),
+        conv_reference(X, Wt, b, s, p),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
@@ -123,14 +205,22 @@ def test_vectorized_forward_matches_loops(rng, case):
     X = rng.standard_normal((N, C, H, W))
     out = layer.forward(X)
     assert out.shape == (N, F, output_size(H, K, s, p), output_size(W, K, s, p))
-    assert_allclose(out, conv_forward_loops(X, layer.weights, layer.biases, s, p), rtol=1e-12, atol=1e-12)
+    assert_allclose(
+        out,
+        conv_forward_loops(X, layer.weights, layer.biases, s, p),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_vectorized_layer_matches_loops_layer(rng, case):
     """impl='vectorized' and impl='loops' with the same seed give the same output, dX, dW and db."""
     N, C, H, W, F, K, s, p = case
-    fast, slow = make_conv(F, C, K, s, p, impl="vectorized"), make_conv(F, C, K, s, p, impl="loops")
+    fast, slow = (
+        make_conv(F, C, K, s, p, impl="vectorized"),
+        make_conv(F, C, K, s, p, impl="loops"),
+    )
     assert_array_equal(fast.weights, slow.weights)
     X = rng.standard_normal((N, C, H, W))
     out_fast, out_slow = fast.forward(X), slow.forward(X)
@@ -152,8 +242,12 @@ def test_conv_backward_loops_is_the_transpose_of_forward(rng, case):
     dX, dW, db = conv_backward_loops(X, Wt, dout, s, p)
     for _ in range(3):
         X_probe, W_probe = rng.standard_normal(X.shape), rng.standard_normal(Wt.shape)
-        assert np.sum(conv_reference(X_probe, Wt, zeros, s, p) * dout) == pytest.approx(np.sum(X_probe * dX), rel=1e-10)
-        assert np.sum(conv_reference(X, W_probe, zeros, s, p) * dout) == pytest.approx(np.sum(W_probe * dW), rel=1e-10)
+        assert np.sum(conv_reference(X_probe, Wt, zeros, s, p) * dout) == pytest.approx(
+            np.sum(X_probe * dX), rel=1e-10
+        )
+        assert np.sum(conv_reference(X, W_probe, zeros, s, p) * dout) == pytest.approx(
+            np.sum(W_probe * dW), rel=1e-10
+        )
     assert_allclose(db, dout.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
@@ -170,11 +264,16 @@ def test_forward_float32_by_default_and_float64_on_request():
 
 def test_initial_weights_shapes_he_scale_and_zero_biases():
     """weights (F, C, K, K) drawn with std sqrt(2 / (C K K)) (He), biases (F,) zero, params are the live arrays."""
-    layer = ConvLayer(num_filters=400, filter_size=3, num_channels=2, rng=1, dtype=np.float64)
+    layer = ConvLayer(
+        num_filters=400, filter_size=3, num_channels=2, rng=1, dtype=np.float64
+    )
     assert layer.weights.shape == (400, 2, 3, 3) and layer.biases.shape == (400,)
     assert np.std(layer.weights) == pytest.approx(np.sqrt(2 / 18), rel=0.03)
     assert_array_equal(layer.biases, 0.0)
-    assert layer.params["weights"] is layer.weights and layer.params["biases"] is layer.biases
+    assert (
+        layer.params["weights"] is layer.weights
+        and layer.params["biases"] is layer.biases
+    )
     small = ConvLayer(4, 3, 1, weight_scale=0.01, rng=1, dtype=np.float64)
     assert np.std(small.weights) < 0.03
 
@@ -190,7 +289,12 @@ def test_forward_does_not_modify_its_input(rng):
 def test_simplecnn_geometry_keeps_28x28():
     """8 filters 3x3 with padding 1 keep a 28x28 image 28x28."""
     layer = ConvLayer(8, 3, 1, padding=1, rng=0)
-    assert layer.forward(np.zeros((2, 1, 28, 28), dtype=np.float32)).shape == (2, 8, 28, 28)
+    assert layer.forward(np.zeros((2, 1, 28, 28), dtype=np.float32)).shape == (
+        2,
+        8,
+        28,
+        28,
+    )
     assert layer.output_shape((1, 28, 28)) == (8, 28, 28)
 
 
@@ -206,7 +310,9 @@ def test_im2col_col2im_are_adjoint(rng, case):
     OH, OW = output_size(H, K, s, p), output_size(W, K, s, p)
     assert cols.shape == (C * K * K, N * OH * OW)
     A = rng.standard_normal(cols.shape)
-    assert np.sum(col2im(A, B.shape, K, s, p) * B) == pytest.approx(np.sum(A * cols), rel=1e-11)
+    assert np.sum(col2im(A, B.shape, K, s, p) * B) == pytest.approx(
+        np.sum(A * cols), rel=1e-11
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
@@ -228,29 +334,66 @@ def test_col2im_sums_overlapping_patches():
     """col2im of all-ones columns counts, for each pixel, how many windows cover it (3x3 kernel, stride 1)."""
     X_shape = (1, 1, 4, 4)
     counts = col2im(np.ones((9, 4)), X_shape, 3, 1, 0)[0, 0]
-    expected = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]], dtype=float)
+    expected = np.array(
+        [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]], dtype=float
+    )
     assert_array_equal(counts, expected)
 
 
 def test_package_exports_the_activity_api():
     """The activity's public names are importable from cnn."""
-    for name in ("convolve2d", "ConvLayer", "MaxPoolLayer", "ReLU", "Flatten", "FullyConnectedLayer",
-                 "softmax", "cross_entropy_loss", "SimpleCNN", "evaluate", "load_mnist"):
+    for name in (
+        "convolve2d",
+        "ConvLayer",
+        "MaxPoolLayer",
+        "ReLU",
+        "Flatten",
+        "FullyConnectedLayer",
+        "softmax",
+        "cross_entropy_loss",
+        "SimpleCNN",
+        "evaluate",
+        "load_mnist",
+    ):
         assert callable(getattr(cnn, name)), name
 
 
-@pytest.mark.parametrize("M, K, P, blocks", [(8, 10, 25088, 7), (32, 17, 6300, 7), (64, 3, 1500, 3),
-                                           (3, 4, 4097, 1), (40, 30, 9000, 1), (1, 1, 5, 1)])
+@pytest.mark.parametrize(
+    "M, K, P, blocks",
+    [
+        (8, 10, 25088, 7),
+        (32, 17, 6300, 7),
+        (64, 3, 1500, 3),
+        (3, 4, 4097, 1),
+        (40, 30, 9000, 1),
+        (1, 1, 5, 1),
+    ],
+)
 def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P, blocks, monkeypatch):
     """In blocks (of 32768 // M columns, for small M x K, the last block partial) or in one call, A @ B and
     A @ B.T equal NumPy's product (float64, so to rounding only)."""
-    A, B, D = rng.standard_normal((M, K)), rng.standard_normal((K, P)), rng.standard_normal((M, P))
+    A, B, D = (
+        rng.standard_normal((M, K)),
+        rng.standard_normal((K, P)),
+        rng.standard_normal((M, P)),
+    )
     calls = []
     matmul = np.matmul
-    monkeypatch.setattr(cnn.conv.np, "matmul", lambda *args, **kw: calls.append(1) or matmul(*args, **kw))
+    monkeypatch.setattr(
+        cnn.conv.np,
+        "matmul",
+        lambda *args, **kw: calls.append(1) or matmul(*args, **kw),
+    )
     assert_allclose(cnn.conv.matmul_in_blocks(A, B), A @ B, rtol=1e-12, atol=1e-12)
-    assert len(calls) == (blocks if blocks > 1 else 0)   # one call per block; `A @ B` itself when one
-    assert_allclose(cnn.conv.matmul_in_blocks(D, B, transpose_b=True), D @ B.T, rtol=1e-12, atol=1e-10)
+    assert len(calls) == (
+        blocks if blocks > 1 else 0
+    )  # one call per block; `A @ B` itself when one
+    assert_allclose(
+        cnn.conv.matmul_in_blocks(D, B, transpose_b=True),
+        D @ B.T,
+        rtol=1e-12,
+        atol=1e-10,
+    )
 
 
 def test_reused_buffers_follow_the_batch_size(rng):
@@ -260,7 +403,12 @@ def test_reused_buffers_follow_the_batch_size(rng):
     for n, training in [(3, True), (5, True), (3, True), (2, False), (3, True)]:
         X = rng.standard_normal((n, 2, 6, 7))
         out = layer.forward(X, training=training)
-        assert_allclose(out, conv_forward_loops(X, layer.weights, layer.biases, 1, 1), rtol=1e-12, atol=1e-12)
+        assert_allclose(
+            out,
+            conv_forward_loops(X, layer.weights, layer.biases, 1, 1),
+            rtol=1e-12,
+            atol=1e-12,
+        )
     dout = rng.standard_normal(out.shape)
     layer.gradient(dout)
     _, dW, db = conv_backward_loops(X, layer.weights, dout, 1, 1)
@@ -276,7 +424,11 @@ def conv_geometry(draw, max_size=7):
     """(N, C, H, W, F, K, stride, padding) with the kernel fitting the padded input."""
     N, C, F = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
     H, W = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
-    K, stride, padding = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    K, stride, padding = (
+        draw(st.integers(1, 5)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(0, 2)),
+    )
     assume(K <= H + 2 * padding and K <= W + 2 * padding)
     return N, C, H, W, F, K, stride, padding
 
@@ -286,10 +438,16 @@ def conv_geometry(draw, max_size=7):
 def test_conv_output_size_follows_the_formula(geometry, seed):
     """The output has (H + 2P - K) // S + 1 rows: exactly the number of kernel positions that fit."""
     N, C, H, W, F, K, s, p = geometry
-    out = make_conv(F, C, K, s, p, seed=seed % 1000).forward(np.random.default_rng(seed).random((N, C, H, W)))
+    out = make_conv(F, C, K, s, p, seed=seed % 1000).forward(
+        np.random.default_rng(seed).random((N, C, H, W))
+    )
     positions_h = len(range(0, H + 2 * p - K + 1, s))
     positions_w = len(range(0, W + 2 * p - K + 1, s))
-    assert out.shape == (N, F, (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1) == (N, F, positions_h, positions_w)
+    assert (
+        out.shape
+        == (N, F, (H + 2 * p - K) // s + 1, (W + 2 * p - K) // s + 1)
+        == (N, F, positions_h, positions_w)
+    )
 
 
 @settings(max_examples=30)
@@ -298,13 +456,18 @@ def test_conv_vectorized_equals_loops(geometry, seed):
     """Forward and backward of impl='vectorized' and impl='loops' agree for any geometry."""
     N, C, H, W, F, K, s, p = geometry
     rng = np.random.default_rng(seed)
-    fast, slow = make_conv(F, C, K, s, p, seed=seed % 1000), make_conv(F, C, K, s, p, impl="loops", seed=seed % 1000)
+    fast, slow = (
+        make_conv(F, C, K, s, p, seed=seed % 1000),
+        make_conv(F, C, K, s, p, impl="loops", seed=seed % 1000),
+    )
     X = rng.standard_normal((N, C, H, W))
     out = fast.forward(X)
     assert_allclose(out, slow.forward(X), rtol=1e-11, atol=1e-12)
     dout = rng.standard_normal(out.shape)
     assert_allclose(fast.gradient(dout), slow.gradient(dout), rtol=1e-11, atol=1e-12)
-    assert_allclose(fast.grads["weights"], slow.grads["weights"], rtol=1e-11, atol=1e-12)
+    assert_allclose(
+        fast.grads["weights"], slow.grads["weights"], rtol=1e-11, atol=1e-12
+    )
     assert_allclose(fast.grads["biases"], slow.grads["biases"], rtol=1e-11, atol=1e-12)
 
 
@@ -314,7 +477,9 @@ def test_conv_gradients_pass_the_numerical_check(geometry, seed):
     """dX, dW and db agree with centred differences for any geometry."""
     N, C, H, W, F, K, s, p = geometry
     X = np.random.default_rng(seed).standard_normal((N, C, H, W))
-    assert_matches_numerical_gradients(make_conv(F, C, K, s, p, seed=seed % 1000), X, seed)
+    assert_matches_numerical_gradients(
+        make_conv(F, C, K, s, p, seed=seed % 1000), X, seed
+    )
 
 
 @settings(max_examples=30)
@@ -337,7 +502,9 @@ def test_im2col_col2im_adjoint_for_any_geometry(geometry, seed):
 def test_conv_vectorized_gradients(rng, case):
     """ConvLayer (im2col): dX, dW, db agree with numerical gradients for every geometry."""
     N, C, H, W, F, K, s, p = case
-    assert_gradients_match(check_layer(make_conv(F, C, K, s, p), rng.standard_normal((N, C, H, W))))
+    assert_gradients_match(
+        check_layer(make_conv(F, C, K, s, p), rng.standard_normal((N, C, H, W)))
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:6], ids=case_id)
@@ -367,7 +534,9 @@ def test_conv_forward_and_vjp_match_jax(rng, case, impl):
     X = rng.standard_normal((N, C, H, W))
     out = layer.forward(X)
     dout = rng.standard_normal(out.shape)
-    expected, dX_ref, dW_ref, db_ref = jax_conv_and_vjp(X, layer.weights, layer.biases, dout, s, p)
+    expected, dX_ref, dW_ref, db_ref = jax_conv_and_vjp(
+        X, layer.weights, layer.biases, dout, s, p
+    )
     assert out.shape == expected.shape
     assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
     assert_allclose(layer.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
@@ -394,23 +563,32 @@ def test_conv_with_jax_grad_of_a_scalar_loss(rng):
     layer = make_conv(3, 2, 3, stride=2, padding=2)
     X = rng.standard_normal((2, 2, 9, 6))
     out = layer.forward(X)
-    gX, gW = jax.grad(lambda x, w: jnp.sum(jax_conv(x, w, layer.biases, 2, 2) ** 2), argnums=(0, 1))(X, layer.weights)
+    gX, gW = jax.grad(
+        lambda x, w: jnp.sum(jax_conv(x, w, layer.biases, 2, 2) ** 2), argnums=(0, 1)
+    )(X, layer.weights)
     assert_allclose(layer.gradient(2 * out), gX, rtol=RTOL, atol=ATOL)
     assert_allclose(layer.grads["weights"], gW, rtol=RTOL, atol=ATOL)
 
 
 def test_conv_and_pool_match_keras_layers(rng):
     """Keras' Conv2D (channels_first, padding='same') and MaxPooling2D agree with ConvLayer and MaxPoolLayer."""
-    import keras   # imported here: it takes seconds, and conftest has chosen its JAX backend
+    import keras  # imported here: it takes seconds, and conftest has chosen its JAX backend
+
     X = rng.standard_normal((2, 3, 8, 6)).astype(np.float32)
     layer = make_conv(4, 3, 3, stride=1, padding=1, dtype=np.float32)
     conv = keras.layers.Conv2D(4, 3, padding="same", data_format="channels_first")
     conv.build((None, 3, 8, 6))
-    conv.set_weights([layer.weights.transpose(2, 3, 1, 0), layer.biases])   # (K, K, C, F) in Keras
+    conv.set_weights(
+        [layer.weights.transpose(2, 3, 1, 0), layer.biases]
+    )  # (K, K, C, F) in Keras
     out = layer.forward(X)
     assert_allclose(out, np.asarray(conv(X)), rtol=1e-5, atol=1e-5)
-    pool = keras.layers.MaxPooling2D(pool_size=3, strides=2, data_format="channels_first")
-    assert_allclose(MaxPoolLayer(3, 2).forward(out), np.asarray(pool(out)), rtol=0, atol=0)
+    pool = keras.layers.MaxPooling2D(
+        pool_size=3, strides=2, data_format="channels_first"
+    )
+    assert_allclose(
+        MaxPoolLayer(3, 2).forward(out), np.asarray(pool(out)), rtol=0, atol=0
+    )
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -418,8 +596,11 @@ def test_conv_and_pool_match_keras_layers(rng):
 
 def test_conv_wrong_number_of_dimensions():
     """A 3-D batch (forgotten channel axis) names X, the 4-D shape expected, and what was given."""
-    with pytest.raises(ValueError, match=r"ConvLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\); "
-                                         r"got 3-D array of shape \(2, 28, 28\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"ConvLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\); "
+        r"got 3-D array of shape \(2, 28, 28\)",
+    ):
         ConvLayer(8, 3, 1).forward(np.zeros((2, 28, 28), dtype=np.float32))
 
 
@@ -431,8 +612,11 @@ def test_conv_channel_count_mismatch():
 
 def test_conv_kernel_larger_than_padded_input():
     """A 5x5 kernel on a 3x3 input with padding 0 names the kernel, the padded size and the remedy."""
-    with pytest.raises(ValueError, match=r"5x5 kernel is larger than the padded input 3x3 .*padding 0.*"
-                                         r"smaller kernel or more padding"):
+    with pytest.raises(
+        ValueError,
+        match=r"5x5 kernel is larger than the padded input 3x3 .*padding 0.*"
+        r"smaller kernel or more padding",
+    ):
         ConvLayer(1, 5, 1).forward(np.zeros((1, 1, 3, 3)))
 
 
@@ -442,7 +626,9 @@ def test_refused_too_small_input_leaves_the_cache_intact(rng):
     X = rng.standard_normal((1, 1, 6, 7))
     dout = rng.standard_normal(layer.forward(X).shape)
     twin.forward(X)
-    with pytest.raises(ValueError, match=r"5x5 kernel is larger than the padded input 4x4"):
+    with pytest.raises(
+        ValueError, match=r"5x5 kernel is larger than the padded input 4x4"
+    ):
         layer.forward(np.ones((1, 1, 4, 4)))
     assert_array_equal(layer.gradient(dout), twin.gradient(dout))
 
@@ -450,16 +636,23 @@ def test_refused_too_small_input_leaves_the_cache_intact(rng):
 def test_refused_forward_leaves_conv_weights_and_cache_intact(rng):
     """After refused forwards (NaN, wrong channels, 3-D, empty, uint8), the weights are unchanged and backward
     still uses the cache of the last good forward."""
-    layer, twin = ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64), ConvLayer(3, 3, 2, padding=1, rng=0,
-                                                                                     dtype=np.float64)
+    layer, twin = (
+        ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64),
+        ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64),
+    )
     X = rng.standard_normal((2, 2, 5, 6))
     out = layer.forward(X)
     twin.forward(X)
     before = snapshot(layer)
     nan = X.copy()
     nan[0, 0, 0, 0] = np.nan
-    for bad in (nan, np.ones((2, 3, 5, 6)), np.ones((2, 5, 6)), np.ones((0, 2, 5, 6)),
-                np.ones((2, 2, 5, 6), dtype=np.uint8)):
+    for bad in (
+        nan,
+        np.ones((2, 3, 5, 6)),
+        np.ones((2, 5, 6)),
+        np.ones((0, 2, 5, 6)),
+        np.ones((2, 2, 5, 6), dtype=np.uint8),
+    ):
         with pytest.raises((ValueError, TypeError)):
             layer.forward(bad)
     assert_unchanged(layer, before)
@@ -470,7 +663,9 @@ def test_refused_forward_leaves_conv_weights_and_cache_intact(rng):
 
 def test_refused_backward_leaves_weights_grads_and_cache_intact(rng):
     """A dout of the wrong shape changes nothing: weights, grads and cache stay as they were."""
-    layer, twin = (ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64) for _ in range(2))
+    layer, twin = (
+        ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64) for _ in range(2)
+    )
     X = rng.standard_normal((2, 2, 5, 6))
     dout = rng.standard_normal(layer.forward(X).shape)
     twin.forward(X)
@@ -486,18 +681,31 @@ def test_refused_backward_leaves_weights_grads_and_cache_intact(rng):
     assert_array_equal(layer.gradient(dout2), twin.gradient(dout2))
 
 
-@pytest.mark.parametrize("K, padding", [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (5, 2)])
+@pytest.mark.parametrize(
+    "K, padding",
+    [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (5, 2)],
+)
 def test_input_gradient_gather_equals_the_col2im_scatter(K, padding):
     """For stride 1 the input gradient is a full correlation with the flipped filters (a gather); it equals
     col2im of W.T @ dout (the scatter) for every padding, including those wider than K - 1 (which fall back)."""
     from cnn.conv import col2im, conv_input_gradient
 
     rng = np.random.default_rng(K * 10 + padding)
-    N, C, H, W, F = 2, 4, 6, 7, 3                       # F <= C: the gather
+    N, C, H, W, F = 2, 4, 6, 7, 3  # F <= C: the gather
     weights = rng.standard_normal((F, C, K, K))
     OH, OW = H + 2 * padding - K + 1, W + 2 * padding - K + 1
     dout = rng.standard_normal((N, F, OH, OW))
-    scatter = col2im(weights.reshape(F, -1).T @ dout.transpose(1, 0, 2, 3).reshape(F, -1), (N, C, H, W), K, 1, padding)
+    scatter = col2im(
+        weights.reshape(F, -1).T @ dout.transpose(1, 0, 2, 3).reshape(F, -1),
+        (N, C, H, W),
+        K,
+        1,
+        padding,
+    )
     for workspace in (None, {}):
-        np.testing.assert_allclose(conv_input_gradient(dout, weights, (N, C, H, W), 1, padding, workspace), scatter,
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            conv_input_gradient(dout, weights, (N, C, H, W), 1, padding, workspace),
+            scatter,
+            rtol=1e-12,
+            atol=1e-12,
+        )

@@ -1,17 +1,26 @@
 """cnn.conv_maxpool: ConvMaxPool, a convolution and the max pooling after it as one step, against the two layers
 run in turn, numerical gradients and JAX."""
+
 from functools import partial
 
 import jax
 import numpy as np
 import pytest
+from conftest import (
+    ATOL,
+    RTOL,
+    case_id,
+    distinct_values,
+    jax_conv,
+    jax_maxpool,
+    make_conv,
+)
 from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
 from cnn import ConvLayer, MaxPoolLayer, ReLU
 from cnn.conv_maxpool import ConvMaxPool, expand_filters, fold_filters
 from cnn.gradcheck import check_layer
-from conftest import ATOL, RTOL, case_id, distinct_values, jax_conv, jax_maxpool, make_conv
 
 # (N, C, H, W, F, K, stride, padding, pool): SimpleCNN's step; odd output sizes whose last row or
 # column belongs to no window; stride and padding 2 with 3x3 windows; a 1x1 "pool"; one window only.
@@ -31,26 +40,32 @@ def two_layers(case, dtype=np.float64):
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
-def test_expanded_filters_at_stride_s_times_p_compute_every_output_of_every_window(rng, case):
+def test_expanded_filters_at_stride_s_times_p_compute_every_output_of_every_window(
+    rng, case
+):
     """Expanded filter (f, di, dj), applied with stride s*P, gives output pixel (P*i + di, P*j + dj) of the
     convolution at window (i, j): for every window that fits, and only those."""
     N, C, H, W, F, K, s, p, P = case
     conv = make_conv(F, C, K, s, p)
     X = rng.standard_normal((N, C, H, W))
-    plain = conv.forward(X)                                               # (N, F, OH, OW)
+    plain = conv.forward(X)  # (N, F, OH, OW)
     expanded = expand_filters(conv.weights, s, P)
     A = K + s * (P - 1)
     assert expanded.shape == (F * P * P, C, A, A)
     big = ConvLayer(F * P * P, A, C, stride=s * P, padding=p, dtype=np.float64)
     big.weights[...] = expanded
     big.biases[...] = np.repeat(conv.biases, P * P)
-    out = big.forward(X)                                                  # (N, F*P*P, OH2, OW2)
+    out = big.forward(X)  # (N, F*P*P, OH2, OW2)
     OH2, OW2 = plain.shape[2] // P, plain.shape[3] // P
     assert out.shape == (N, F * P * P, OH2, OW2)
     for di in range(P):
         for dj in range(P):
-            assert_allclose(out.reshape(N, F, P, P, OH2, OW2)[:, :, di, dj],
-                            plain[:, :, di : P * OH2 : P, dj : P * OW2 : P], rtol=1e-12, atol=1e-12)
+            assert_allclose(
+                out.reshape(N, F, P, P, OH2, OW2)[:, :, di, dj],
+                plain[:, :, di : P * OH2 : P, dj : P * OW2 : P],
+                rtol=1e-12,
+                atol=1e-12,
+            )
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
@@ -63,7 +78,9 @@ def test_fold_filters_is_the_adjoint_of_expand_filters(rng, case):
     G = rng.standard_normal((F * P * P, C, A, A))
     folded = fold_filters(G, s, P, K)
     assert folded.shape == weights.shape
-    assert_allclose(np.sum(expand_filters(weights, s, P) * G), np.sum(weights * folded), rtol=1e-12)
+    assert_allclose(
+        np.sum(expand_filters(weights, s, P) * G), np.sum(weights * folded), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
@@ -85,7 +102,9 @@ def test_conv_max_pool_equals_the_two_layers(rng, case):
     for name in ("weights", "biases"):
         assert fused.grads[name].shape == grads_ref[name].shape
         assert_allclose(fused.grads[name], grads_ref[name], rtol=1e-12, atol=1e-12)
-    assert fused.gradient(dout, input_grad=False) is None               # same parameter gradients, no dX
+    assert (
+        fused.gradient(dout, input_grad=False) is None
+    )  # same parameter gradients, no dX
     for name in ("weights", "biases"):
         assert_allclose(conv.grads[name], grads_ref[name], rtol=1e-12, atol=1e-12)
 
@@ -124,12 +143,22 @@ def test_conv_max_pool_numerical_gradients(rng, case):
 @partial(jax.jit, static_argnums=(4, 5, 6))
 def jax_conv_pool_and_vjp(X, Wt, b, dout, stride, padding, P):
     """JAX's max pooling of a convolution and its vector-Jacobian product: (out, dX, dW, db)."""
-    out, vjp = jax.vjp(lambda x, w, c: jax_maxpool(jax_conv(x, w, c, stride, padding), P, P), X, Wt, b)
+    out, vjp = jax.vjp(
+        lambda x, w, c: jax_maxpool(jax_conv(x, w, c, stride, padding), P, P), X, Wt, b
+    )
     return (out,) + vjp(dout)
 
 
-@pytest.mark.parametrize("case", [(2, 1, 8, 8, 3, 3, 1, 1, 2), (3, 2, 7, 5, 3, 3, 1, 1, 2),
-                                  (2, 3, 9, 11, 2, 3, 2, 2, 3), (2, 2, 8, 7, 4, 2, 2, 0, 2)], ids=case_id)
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 1, 8, 8, 3, 3, 1, 1, 2),
+        (3, 2, 7, 5, 3, 3, 1, 1, 2),
+        (2, 3, 9, 11, 2, 3, 2, 2, 3),
+        (2, 2, 8, 7, 4, 2, 2, 0, 2),
+    ],
+    ids=case_id,
+)
 def test_conv_max_pool_step_matches_jax(rng, case):
     """ConvMaxPool (the fused step of training) against JAX's reduce_window(conv_general_dilated) and its VJP."""
     N, C, H, W, F, K, s, p, P = case
@@ -137,7 +166,9 @@ def test_conv_max_pool_step_matches_jax(rng, case):
     X = distinct_values((N, C, H, W), rng)
     out = fused.forward(X)
     dout = rng.standard_normal(out.shape)
-    expected, dX_ref, dW_ref, db_ref = jax_conv_pool_and_vjp(X, fused.conv.weights, fused.conv.biases, dout, s, p, P)
+    expected, dX_ref, dW_ref, db_ref = jax_conv_pool_and_vjp(
+        X, fused.conv.weights, fused.conv.biases, dout, s, p, P
+    )
     assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
     assert_allclose(fused.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
     assert_allclose(fused.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
@@ -158,7 +189,9 @@ def test_conv_max_pool_refuses_what_it_cannot_fuse_and_bad_input(rng):
     with pytest.raises(ValueError, match="NaN"):
         fused.forward(np.full((1, 1, 6, 6), np.nan, np.float32))
     with pytest.raises(ValueError, match="pool window is larger"):
-        ConvMaxPool(ConvLayer(2, 3, 1, rng=0), MaxPoolLayer(4, 4)).forward(np.zeros((1, 1, 5, 5), np.float32))
+        ConvMaxPool(ConvLayer(2, 3, 1, rng=0), MaxPoolLayer(4, 4)).forward(
+            np.zeros((1, 1, 5, 5), np.float32)
+        )
     out = fused.forward(rng.random((1, 1, 6, 6)).astype(np.float32))
     assert out.shape == (1, 2, 3, 3)
     with pytest.raises(ValueError, match=r"dout must have the shape .*\(1, 2, 3, 3\)"):

@@ -1,4 +1,5 @@
 """MNIST as shipped in the package: shapes, published checksums and class counts, integrity errors, packaging."""
+
 import configparser
 import hashlib
 import re
@@ -23,7 +24,9 @@ PUBLISHED_SHA256 = {
     "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
     "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
 }
-PUBLISHED_FILE_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+PUBLISHED_FILE_SHA256 = (
+    "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+)
 PUBLISHED_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 PUBLISHED_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 PUBLISHED_MEAN_PIXEL = 33.318
@@ -43,7 +46,12 @@ def arrays_by_name(mnist):
 def test_load_mnist_returns_uint8_arrays_of_the_keras_shapes(mnist):
     """((X_train, y_train), (X_test, y_test)) with uint8 (60000,28,28), (60000,), (10000,28,28), (10000,)."""
     arrays = arrays_by_name(mnist)
-    shapes = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+    shapes = {
+        "x_train": (60000, 28, 28),
+        "y_train": (60000,),
+        "x_test": (10000, 28, 28),
+        "y_test": (10000,),
+    }
     for name, array in arrays.items():
         assert isinstance(array, np.ndarray) and array.dtype == np.uint8, name
         assert array.shape == shapes[name], name
@@ -86,7 +94,7 @@ def test_a_corrupted_pixel_raises_naming_file_and_expected_sha(mnist, tmp_path):
         load_mnist(path)
     message = str(info.value)
     assert "x_test" in message and PUBLISHED_SHA256["x_test"] in message
-    assert sha256(arrays["x_test"]) in message          # and the SHA-256 it actually found
+    assert sha256(arrays["x_test"]) in message  # and the SHA-256 it actually found
 
 
 def test_an_intact_resaved_copy_loads(mnist, tmp_path):
@@ -110,11 +118,15 @@ def test_a_truncated_file_raises_naming_the_file(tmp_path):
 def test_a_missing_array_or_file_raises(mnist, tmp_path):
     """An .npz without y_test, and a path that does not exist, both raise DataIntegrityError naming the file."""
     arrays = arrays_by_name(mnist)
-    partial = write_npz(tmp_path / "partial.npz", {k: v for k, v in arrays.items() if k != "y_test"})
+    partial = write_npz(
+        tmp_path / "partial.npz", {k: v for k, v in arrays.items() if k != "y_test"}
+    )
     with pytest.raises(DataIntegrityError, match=re.escape(str(partial)) + ".*y_test"):
         load_mnist(partial)
     missing = tmp_path / "nowhere.npz"
-    with pytest.raises(DataIntegrityError, match=re.escape(str(missing)) + ".*not found"):
+    with pytest.raises(
+        DataIntegrityError, match=re.escape(str(missing)) + ".*not found"
+    ):
         load_mnist(missing)
 
 
@@ -123,7 +135,9 @@ def test_wrong_dtype_is_refused(mnist, tmp_path):
     arrays = dict(arrays_by_name(mnist))
     arrays["y_train"] = arrays["y_train"].astype(np.int64)
     path = write_npz(tmp_path / "int64.npz", arrays)
-    with pytest.raises(DataIntegrityError, match=r"y_train.*dtype int64.*expected.*uint8"):
+    with pytest.raises(
+        DataIntegrityError, match=r"y_train.*dtype int64.*expected.*uint8"
+    ):
         load_mnist(path)
 
 
@@ -153,13 +167,38 @@ def test_load_mnist_prepared_matches_the_activity_recipe(mnist):
 def wheel(tmp_path_factory):
     """A wheel built from a copy of the project (so the repository is not touched), as a plain install gets it."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md", "setup.py", "setup.cfg", "MANIFEST.in", "LICENSE"):
+    for name in (
+        "pyproject.toml",
+        "README.md",
+        "setup.py",
+        "setup.cfg",
+        "MANIFEST.in",
+        "LICENSE",
+    ):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "cnn", src / "cnn", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "cnn", src / "cnn", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "-w", str(out), str(src)], check=True, capture_output=True, cwd=src)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=src,
+    )
     (path,) = out.glob("cnn-*.whl")
     return path
 
@@ -168,8 +207,16 @@ def test_wheel_contains_the_data_file(wheel):
     """A non-editable install ships cnn/data/mnist.npz, byte for byte the published file."""
     with zipfile.ZipFile(wheel) as zf:
         assert "cnn/data/mnist.npz" in zf.namelist()
-        assert hashlib.sha256(zf.read("cnn/data/mnist.npz")).hexdigest() == PUBLISHED_FILE_SHA256
-        assert {"cnn/__init__.py", "cnn/conv.py", "cnn/layers.py", "cnn/data.py"} <= set(zf.namelist())
+        assert (
+            hashlib.sha256(zf.read("cnn/data/mnist.npz")).hexdigest()
+            == PUBLISHED_FILE_SHA256
+        )
+        assert {
+            "cnn/__init__.py",
+            "cnn/conv.py",
+            "cnn/layers.py",
+            "cnn/data.py",
+        } <= set(zf.namelist())
 
 
 def test_wheel_console_scripts_point_to_modules_it_contains(wheel):
@@ -180,8 +227,15 @@ def test_wheel_console_scripts_point_to_modules_it_contains(wheel):
         parser = configparser.ConfigParser()
         for n in entry_points:
             parser.read_string(zf.read(n).decode())
-    scripts = dict(parser["console_scripts"]) if parser.has_section("console_scripts") else {}
+    scripts = (
+        dict(parser["console_scripts"]) if parser.has_section("console_scripts") else {}
+    )
     for script, target in scripts.items():
         module = target.split(":")[0].strip()
-        candidates = {module.replace(".", "/") + ".py", module.replace(".", "/") + "/__init__.py"}
-        assert candidates & names, f"console script {script!r} -> {target!r}, but the wheel has no {module}"
+        candidates = {
+            module.replace(".", "/") + ".py",
+            module.replace(".", "/") + "/__init__.py",
+        }
+        assert candidates & names, (
+            f"console script {script!r} -> {target!r}, but the wheel has no {module}"
+        )

@@ -1,19 +1,20 @@
 """cnn.gradcheck: centred differences, the relative error, and gradient checks that are not vacuous (a wrong
 backward pass fails them). Each layer's and network's own gradient checks are in the tests of its module."""
+
 import numpy as np
 import pytest
+from conftest import GRAD_TOL, assert_matches_numerical_gradients, distinct_values
 
 import cnn
 from cnn import ConvLayer, MaxPoolLayer, check_layer
-from conftest import GRAD_TOL, assert_matches_numerical_gradients, distinct_values
 
 
 def test_numerical_gradient_of_a_known_function(rng):
     """numerical_gradient of sum(x**3) is 3 x**2 to about 1e-9, and x is restored afterwards."""
     x = rng.standard_normal((3, 4))
     before = x.copy()
-    grad = cnn.numerical_gradient(lambda: float(np.sum(x ** 3)), x)
-    assert cnn.rel_error(grad, 3 * x ** 2) < 1e-8
+    grad = cnn.numerical_gradient(lambda: float(np.sum(x**3)), x)
+    assert cnn.rel_error(grad, 3 * x**2) < 1e-8
     np.testing.assert_array_equal(x, before)
 
 
@@ -54,9 +55,12 @@ def test_gradient_check_catches_wrong_backward(rng, wrong_layer):
 
 def test_the_gradient_comparison_rejects_a_wrong_gradient(rng):
     """The comparison the property tests use (conftest) is not vacuous: a layer whose dX is doubled fails it."""
+
     class Doubled(MaxPoolLayer):
         def gradient(self, dout, input_grad=True):
             return 2 * super().gradient(dout, input_grad)
 
     with pytest.raises(AssertionError):
-        assert_matches_numerical_gradients(Doubled(2, 1), distinct_values((1, 2, 4, 5), rng), seed=0)
+        assert_matches_numerical_gradients(
+            Doubled(2, 1), distinct_values((1, 2, 4, 5), rng), seed=0
+        )

@@ -1,10 +1,19 @@
 """cnn.keras_compat: our networks rebuilt in Keras (JAX backend) compute the same outputs and gradients."""
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
 import cnn
-from cnn import BatchNorm, ConvLayer, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential
+from cnn import (
+    BatchNorm,
+    ConvLayer,
+    Flatten,
+    FullyConnectedLayer,
+    MaxPoolLayer,
+    ReLU,
+    Sequential,
+)
 from cnn.keras_compat import copy_weights_to_keras, import_keras, keras_grads, to_keras
 from cnn.losses import softmax_cross_entropy
 
@@ -18,11 +27,21 @@ def _images(n, shape=(1, 28, 28), seed=0):
 def _bn_net(seed=3):
     """Conv (stride 2, padding 1) -> BatchNorm -> ReLU -> MaxPool -> Flatten -> FC -> BatchNorm -> FC: odd sizes."""
     rng = np.random.default_rng(seed)
-    layers = [ConvLayer(4, 3, 2, stride=2, padding=1, rng=rng), BatchNorm(4), ReLU(), MaxPoolLayer(2, 2),
-              Flatten(), FullyConnectedLayer(4 * 2 * 3, 6, rng=rng), BatchNorm(6), ReLU(),
-              FullyConnectedLayer(6, 3, rng=rng)]
+    layers = [
+        ConvLayer(4, 3, 2, stride=2, padding=1, rng=rng),
+        BatchNorm(4),
+        ReLU(),
+        MaxPoolLayer(2, 2),
+        Flatten(),
+        FullyConnectedLayer(4 * 2 * 3, 6, rng=rng),
+        BatchNorm(6),
+        ReLU(),
+        FullyConnectedLayer(6, 3, rng=rng),
+    ]
     model = Sequential(layers, input_shape=(2, 9, 11), num_classes=3)
-    for layer in model.layers:   # learned-looking values, so a swapped gamma/beta or statistic shows
+    for layer in (
+        model.layers
+    ):  # learned-looking values, so a swapped gamma/beta or statistic shows
         if isinstance(layer, BatchNorm):
             r = np.random.default_rng(layer.num_features)
             layer.gamma[...] = r.uniform(0.5, 2, layer.num_features)
@@ -43,7 +62,7 @@ def test_simple_cnn_outputs_and_gradients_match_keras():
     theirs, loss = keras_grads(kmodel, X, y, model)
     assert loss == pytest.approx(softmax_cross_entropy(model.logits(X), y)[0], rel=1e-5)
     assert len(theirs) == len(model.param_layers)
-    for layer, grads in zip(model.param_layers, theirs):
+    for layer, grads in zip(model.param_layers, theirs, strict=True):
         assert set(grads) == set(layer.grads)
         for name in grads:
             assert_allclose(grads[name], layer.grads[name], rtol=1e-4, atol=1e-6)
@@ -56,14 +75,16 @@ def test_batchnorm_parameters_statistics_and_gradients_are_mapped_by_name():
     model = _bn_net()
     kmodel = to_keras(model)
     X, y = _images(8, (2, 9, 11), seed=1), np.arange(8) % 3
-    assert_allclose(np.asarray(kmodel(X, training=False)), model.logits(X, training=False), **F32)
+    assert_allclose(
+        np.asarray(kmodel(X, training=False)), model.logits(X, training=False), **F32
+    )
     _, dlogits = softmax_cross_entropy(model.logits(X, training=True), y)
     model.gradient(dlogits)
     theirs, _ = keras_grads(kmodel, X, y, model, training=True)
     names = [sorted(grads) for grads in theirs]
     assert names == [sorted(layer.params) for layer in model.param_layers]
     assert ["beta", "gamma"] in names
-    for layer, grads in zip(model.param_layers, theirs):
+    for layer, grads in zip(model.param_layers, theirs, strict=True):
         for name in grads:
             assert_allclose(grads[name], layer.grads[name], rtol=1e-3, atol=1e-5)
 
@@ -73,8 +94,11 @@ def test_channels_last_matches_after_moving_the_channels():
     model = _bn_net()
     kmodel = to_keras(model, data_format="channels_last")
     X = _images(5, (2, 9, 11), seed=2)
-    assert_allclose(np.asarray(kmodel(X.transpose(0, 2, 3, 1), training=False)), model.logits(X, training=False),
-                    **F32)
+    assert_allclose(
+        np.asarray(kmodel(X.transpose(0, 2, 3, 1), training=False)),
+        model.logits(X, training=False),
+        **F32,
+    )
 
 
 def test_copy_weights_follows_training():
@@ -84,7 +108,9 @@ def test_copy_weights_follows_training():
     kmodel = to_keras(model)
     X, y = _images(32, seed=3), np.arange(32) % 10
     model.backward(X, y)
-    assert not np.allclose(np.asarray(kmodel(X)), model.logits(X, training=False), **F32)
+    assert not np.allclose(
+        np.asarray(kmodel(X)), model.logits(X, training=False), **F32
+    )
     copy_weights_to_keras(model, kmodel)
     assert_allclose(np.asarray(kmodel(X)), model.logits(X, training=False), **F32)
 
@@ -99,7 +125,11 @@ def test_a_layer_without_a_keras_twin_is_refused_by_name():
         def gradient(self, dout, input_grad=True):
             return 2 * dout
 
-    model = Sequential([Flatten(), Scale(), FullyConnectedLayer(4, 2)], input_shape=(1, 2, 2), num_classes=2)
+    model = Sequential(
+        [Flatten(), Scale(), FullyConnectedLayer(4, 2)],
+        input_shape=(1, 2, 2),
+        num_classes=2,
+    )
     with pytest.raises(TypeError, match="no Keras equivalent for Scale"):
         to_keras(model)
     with pytest.raises(ValueError, match="data_format must be"):

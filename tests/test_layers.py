@@ -1,17 +1,29 @@
 """cnn.layers: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer and Dropout against their definitions (Parts 3
 to 6), over random geometries (hypothesis), against numerical gradients and JAX; their refusals of bad input."""
+
 from functools import partial
 
 import jax
 import numpy as np
 import pytest
+from conftest import (
+    ATOL,
+    POOL_CASES,
+    RTOL,
+    assert_gradients_match,
+    assert_matches_numerical_gradients,
+    away_from_zero,
+    case_id,
+    distinct_values,
+    jax_maxpool,
+    maxpool_reference,
+    seeds,
+)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from cnn import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, check_layer
-from conftest import (ATOL, POOL_CASES, RTOL, assert_gradients_match, assert_matches_numerical_gradients,
-                      away_from_zero, case_id, distinct_values, jax_maxpool, maxpool_reference, seeds)
 
 # ---------------------------------------------------------------------------- ReLU
 
@@ -84,7 +96,7 @@ def test_maxpool_forward_matches_loop_definition(rng, case, impl):
 def test_maxpool_vectorized_matches_loops_impl(rng, case):
     """impl='vectorized' and impl='loops' give identical outputs and gradients."""
     N, C, H, W, P, s = case
-    X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)   # many ties
+    X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)  # many ties
     fast, slow = MaxPoolLayer(P, s), MaxPoolLayer(P, s, impl="loops")
     out = fast.forward(X)
     assert_array_equal(out, slow.forward(X))
@@ -115,7 +127,9 @@ def test_maxpool_ties_send_gradient_to_exactly_one_position_the_first_max(rng, c
     dX = layer.backward(dout)
     _, expected = maxpool_reference(X, P, s, dout)
     assert_allclose(dX, expected, rtol=1e-14, atol=0)
-    assert dX.sum() == pytest.approx(dout.sum(), rel=1e-12)   # nothing duplicated, nothing lost
+    assert dX.sum() == pytest.approx(
+        dout.sum(), rel=1e-12
+    )  # nothing duplicated, nothing lost
 
 
 def test_maxpool_all_equal_window_picks_top_left():
@@ -162,7 +176,7 @@ def test_maxpool_size_and_vectorized_equals_loops(geometry, seed):
     """Pooling output size is (H - P) // S + 1; both impls equal the loop definition, ties included."""
     N, C, H, W, P, s = geometry
     rng = np.random.default_rng(seed)
-    X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)     # small integers: many ties
+    X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)  # small integers: many ties
     fast, slow = MaxPoolLayer(P, s), MaxPoolLayer(P, s, impl="loops")
     out = fast.forward(X)
     assert out.shape == (N, C, (H - P) // s + 1, (W - P) // s + 1)
@@ -187,12 +201,18 @@ def test_maxpool_gradients_pass_the_numerical_check(geometry, seed):
 def test_maxpool_gradients(rng, case):
     """MaxPoolLayer (non-overlapping, overlapping, gapped) on tie-free inputs agrees with numerical gradients."""
     N, C, H, W, P, s = case
-    assert_gradients_match(check_layer(MaxPoolLayer(P, s), distinct_values((N, C, H, W), rng)))
+    assert_gradients_match(
+        check_layer(MaxPoolLayer(P, s), distinct_values((N, C, H, W), rng))
+    )
 
 
 def test_maxpool_loops_impl_gradients(rng):
     """MaxPoolLayer(impl='loops') with overlapping windows agrees with numerical gradients."""
-    assert_gradients_match(check_layer(MaxPoolLayer(3, 2, impl="loops"), distinct_values((2, 2, 7, 6), rng)))
+    assert_gradients_match(
+        check_layer(
+            MaxPoolLayer(3, 2, impl="loops"), distinct_values((2, 2, 7, 6), rng)
+        )
+    )
 
 
 @partial(jax.jit, static_argnums=(2, 3))
@@ -218,13 +238,18 @@ def test_maxpool_forward_and_vjp_match_jax(rng, case, impl):
 
 def test_maxpool_window_larger_than_input():
     """A 3x3 pool on a 2x5 input names both sizes."""
-    with pytest.raises(ValueError, match=r"3x3 pool window is larger than the 2x5 input"):
+    with pytest.raises(
+        ValueError, match=r"3x3 pool window is larger than the 2x5 input"
+    ):
         MaxPoolLayer(3, 1).forward(np.zeros((1, 1, 2, 5)))
 
 
 def test_maxpool_wrong_number_of_dimensions():
     """MaxPoolLayer.forward wants (N, C, H, W)."""
-    with pytest.raises(ValueError, match=r"MaxPoolLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MaxPoolLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\)",
+    ):
         MaxPoolLayer().forward(np.zeros((4, 4)))
 
 
@@ -251,7 +276,7 @@ def test_fully_connected_backward_updates_by_its_own_learning_rate(rng):
     assert_allclose(dX, dout @ W_old.T, rtol=1e-13)
     assert_allclose(fc.weights, W_old - lr * X.T @ dout, rtol=1e-13, atol=1e-15)
     assert_allclose(fc.biases, b_old - lr * dout.sum(axis=0), rtol=1e-13, atol=1e-15)
-    assert fc.params["weights"] is fc.weights   # updated in place
+    assert fc.params["weights"] is fc.weights  # updated in place
 
 
 def test_fully_connected_grads_are_gradients_before_the_update(rng):
@@ -298,9 +323,13 @@ def test_fully_connected_matches_jax(rng, N, n_in, n_out):
 def test_fully_connected_wrong_feature_count():
     """Unflattened or wrongly sized input to the dense layer names the feature counts and the remedy."""
     fc = FullyConnectedLayer(1568, 10)
-    with pytest.raises(ValueError, match=r"X must be a 2-D array of shape \(N, 1568\); got 4-D"):
+    with pytest.raises(
+        ValueError, match=r"X must be a 2-D array of shape \(N, 1568\); got 4-D"
+    ):
         fc.forward(np.zeros((2, 8, 14, 14), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"X has 1000 features.*expects input_size=1568"):
+    with pytest.raises(
+        ValueError, match=r"X has 1000 features.*expects input_size=1568"
+    ):
         fc.forward(np.zeros((2, 1000), dtype=np.float32))
 
 
@@ -314,7 +343,9 @@ def test_dropout_zeroes_about_rate_and_scales_survivors(rng):
     dropped = out == 0
     assert dropped.mean() == pytest.approx(0.3, abs=0.01)
     assert_allclose(out[~dropped], X[~dropped] / 0.7, rtol=1e-6)
-    assert out.mean() == pytest.approx(X.mean(), rel=0.01)   # inverted dropout keeps the expectation
+    assert out.mean() == pytest.approx(
+        X.mean(), rel=0.01
+    )  # inverted dropout keeps the expectation
 
 
 def test_dropout_is_identity_in_evaluation_and_at_rate_zero(rng):
@@ -357,6 +388,8 @@ def test_dropout_gradients_with_a_fixed_mask(rng, rate):
     layer = ReseededDropout(rate, seed=11)
     X = rng.standard_normal((3, 2, 4, 5))
     first = layer.forward(X)
-    assert 0 < np.count_nonzero(first == 0) < X.size          # the mask is not trivial
-    np.testing.assert_array_equal(layer.forward(X), first)    # ... and the same at every call
+    assert 0 < np.count_nonzero(first == 0) < X.size  # the mask is not trivial
+    np.testing.assert_array_equal(
+        layer.forward(X), first
+    )  # ... and the same at every call
     assert_gradients_match(check_layer(layer, X))

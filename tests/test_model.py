@@ -1,12 +1,22 @@
 """cnn.model: Sequential, the stack of layers: forward, the activity's backward (against the chain rule by hand
 and numerical gradients), prediction and astype (Parts 8 and 10)."""
+
 import numpy as np
 import pytest
+from conftest import GRAD_TOL, all_params, assert_gradients_match, images, make_conv
 from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
-from cnn import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, Sequential, SimpleCNN, check_model
-from conftest import GRAD_TOL, all_params, assert_gradients_match, images, make_conv
+from cnn import (
+    Dropout,
+    Flatten,
+    FullyConnectedLayer,
+    MaxPoolLayer,
+    ReLU,
+    Sequential,
+    SimpleCNN,
+    check_model,
+)
 
 # ---------------------------------------------------------------------------- forward and backward
 
@@ -30,33 +40,55 @@ def test_backward_without_forward_runs_forward_and_returns_the_loss(rng):
     loss = model.backward(X, y)
     assert isinstance(loss, float)
     assert loss == pytest.approx(expected, rel=1e-5)
-    assert all(not np.array_equal(a, b) for a, b in zip(before, all_params(model)))
+    assert all(
+        not np.array_equal(a, b) for a, b in zip(before, all_params(model), strict=True)
+    )
 
 
 def test_model_grads_are_the_gradients_before_the_update(rng):
     """After model.backward, each layer's grads are the gradients at the old weights, and p_new = p_old - lr * g."""
     X, y = rng.random((4, 1, 28, 28)).astype(np.float32), np.array([7, 1, 0, 9])
     model, twin = SimpleCNN(seed=6), SimpleCNN(seed=6)
-    dout = cnn.softmax_cross_entropy_gradient(twin.forward(X), y)     # the reference: chain rule by hand
+    dout = cnn.softmax_cross_entropy_gradient(
+        twin.forward(X), y
+    )  # the reference: chain rule by hand
     for layer in reversed(twin.layers):
         dout = layer.gradient(dout)
     model.backward(X, y)
     lr = model.current_learning_rate
-    for layer, ref in zip(model.param_layers, twin.param_layers):
+    for layer, ref in zip(model.param_layers, twin.param_layers, strict=True):
         for name in ("weights", "biases"):
             assert_allclose(layer.grads[name], ref.grads[name], rtol=1e-5, atol=1e-8)
-            assert_allclose(layer.params[name], ref.params[name] - lr * layer.grads[name], rtol=1e-6, atol=1e-8)
+            assert_allclose(
+                layer.params[name],
+                ref.params[name] - lr * layer.grads[name],
+                rtol=1e-6,
+                atol=1e-8,
+            )
 
 
 def test_model_backward_grads_match_numerical_gradients(rng):
     """Sequential.backward fills grads that agree with numerical gradients of the batch loss at the old weights."""
-    layers = [make_conv(3, 2, 3, stride=2, padding=1), ReLU(), MaxPoolLayer(2, 1), Flatten(),
-              FullyConnectedLayer(3 * 3 * 4, 4, rng=2, dtype=np.float64)]
-    model = cnn.Sequential(layers, learning_rate=1e-9, input_shape=(2, 7, 9), num_classes=4)
+    layers = [
+        make_conv(3, 2, 3, stride=2, padding=1),
+        ReLU(),
+        MaxPoolLayer(2, 1),
+        Flatten(),
+        FullyConnectedLayer(3 * 3 * 4, 4, rng=2, dtype=np.float64),
+    ]
+    model = cnn.Sequential(
+        layers, learning_rate=1e-9, input_shape=(2, 7, 9), num_classes=4
+    )
     X, y = rng.standard_normal((3, 2, 7, 9)), np.array([0, 3, 1])
-    reference = check_model(model, X, y, max_checks=40)   # analytic gradients via layer.gradient, at these weights
+    reference = check_model(
+        model, X, y, max_checks=40
+    )  # analytic gradients via layer.gradient, at these weights
     assert_gradients_match(reference)
-    saved = {(i, k): v.copy() for i, layer in enumerate(layers) for k, v in layer.params.items()}
+    saved = {
+        (i, k): v.copy()
+        for i, layer in enumerate(layers)
+        for k, v in layer.params.items()
+    }
 
     def loss():
         out = X
@@ -64,7 +96,10 @@ def test_model_backward_grads_match_numerical_gradients(rng):
             out = layer.forward(out)
         return cnn.cross_entropy_from_logits(out, y)
 
-    numeric = {key: cnn.numerical_gradient(loss, layers[key[0]].params[key[1]]) for key in saved}
+    numeric = {
+        key: cnn.numerical_gradient(loss, layers[key[0]].params[key[1]])
+        for key in saved
+    }
     model.backward(X, y)
     for (i, name), grad in numeric.items():
         assert cnn.rel_error(layers[i].grads[name], grad) < GRAD_TOL, (i, name)
@@ -79,7 +114,7 @@ def test_refused_model_backward_then_good_backward(rng):
     with pytest.raises(ValueError, match=r"class indices in \[0, 9\]"):
         model.backward(X, np.array([1, 2, 3, 99]))
     assert model.backward(X, y) == twin.backward(X, y)
-    for a, b in zip(model.param_layers, twin.param_layers):
+    for a, b in zip(model.param_layers, twin.param_layers, strict=True):
         assert_array_equal(a.weights, b.weights)
 
 
@@ -92,8 +127,12 @@ def test_prediction_does_not_depend_on_batch_size(trained, small_mnist):
     _, (X_test, _) = small_mnist
     X = X_test[:500]
     assert_array_equal(model.predict(X, batch_size=7), model.predict(X, batch_size=500))
-    assert_allclose(model.predict_proba(X, batch_size=7), model.predict_proba(X, batch_size=500), rtol=1e-4,
-                    atol=1e-5)
+    assert_allclose(
+        model.predict_proba(X, batch_size=7),
+        model.predict_proba(X, batch_size=500),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_prediction_does_not_change_the_model(trained, small_mnist):
@@ -103,14 +142,17 @@ def test_prediction_does_not_change_the_model(trained, small_mnist):
     before = all_params(model)
     first = model.predict_proba(X_test[:50])
     assert_array_equal(model.predict_proba(X_test[:50]), first)
-    for a, b in zip(before, all_params(model)):
+    for a, b in zip(before, all_params(model), strict=True):
         assert_array_equal(a, b)
 
 
 def test_predict_switches_dropout_off(rng):
     """A network with Dropout predicts deterministically (evaluation mode), while training forward passes differ."""
-    model = Sequential([Flatten(), Dropout(0.5, rng=0), FullyConnectedLayer(16, 3, rng=0)],
-                       input_shape=(1, 4, 4), num_classes=3)
+    model = Sequential(
+        [Flatten(), Dropout(0.5, rng=0), FullyConnectedLayer(16, 3, rng=0)],
+        input_shape=(1, 4, 4),
+        num_classes=3,
+    )
     X = rng.random((5, 1, 4, 4)).astype(np.float32)
     assert_array_equal(model.predict_proba(X), model.predict_proba(X))
     assert not np.array_equal(model.forward(X), model.forward(X))

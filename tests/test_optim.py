@@ -1,4 +1,5 @@
 """cnn.optim: SGD, Momentum (and Nesterov) and Adam against hand-written references on a toy quadratic."""
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -20,7 +21,11 @@ class Quadratic:
         return self.X @ W + b - self.T
 
     def loss(self):
-        return 0.5 * np.sum(self.residual(self.layer.weights, self.layer.biases) ** 2) / len(self.X)
+        return (
+            0.5
+            * np.sum(self.residual(self.layer.weights, self.layer.biases) ** 2)
+            / len(self.X)
+        )
 
     def hand_grads(self, W, b):
         """The gradient worked out by hand: X.T r / N and sum(r) / N."""
@@ -98,14 +103,20 @@ def adam_reference(q, lr, b1, b2, eps, steps, efficient):
             m[k] = b1 * m[k] + (1 - b1) * g[k]
             v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
             if efficient:
-                p[k] = p[k] - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m[k] / (np.sqrt(v[k]) + eps)
+                p[k] = p[k] - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m[k] / (
+                    np.sqrt(v[k]) + eps
+                )
             else:
-                m_hat, v_hat = m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)
+                m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
                 p[k] = p[k] - lr * m_hat / (np.sqrt(v_hat) + eps)
     return p
 
 
-@pytest.mark.parametrize("eps, efficient", [(0.0, False), (1e-8, True)], ids=["textbook-eps0", "efficient-eps"])
+@pytest.mark.parametrize(
+    "eps, efficient",
+    [(0.0, False), (1e-8, True)],
+    ids=["textbook-eps0", "efficient-eps"],
+)
 def test_adam_matches_hand_written_reference(eps, efficient):
     """Five Adam steps equal m, v, bias-corrected m_hat, v_hat and p -= lr m_hat / (sqrt(v_hat) + eps)."""
     lr, b1, b2 = 0.05, 0.9, 0.999
@@ -125,18 +136,28 @@ def test_adam_first_step_has_size_lr_per_parameter():
     W0 = q.layer.weights.copy()
     q.backward()
     Adam(learning_rate=0.01).step([q.layer])
-    assert_allclose(W0 - q.layer.weights, 0.01 * np.sign(q.layer.grads["weights"]), rtol=1e-5)
+    assert_allclose(
+        W0 - q.layer.weights, 0.01 * np.sign(q.layer.grads["weights"]), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda: SGD(0.1), lambda: Momentum(0.05, 0.9), lambda: Momentum(0.05, 0.9, nesterov=True),
-    lambda: Adam(0.05),
-], ids=["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda: SGD(0.1),
+        lambda: Momentum(0.05, 0.9),
+        lambda: Momentum(0.05, 0.9, nesterov=True),
+        lambda: Adam(0.05),
+    ],
+    ids=["sgd", "momentum", "nesterov", "adam"],
+)
 def test_optimizers_minimise_a_quadratic(make_optimizer):
     """300 steps bring the least-squares loss within 1e-3 of its minimum, found by np.linalg.lstsq."""
     q = Quadratic(seed=6)
     A = np.hstack([q.X, np.ones((len(q.X), 1))])
-    best = 0.5 * np.sum((A @ np.linalg.lstsq(A, q.T, rcond=None)[0] - q.T) ** 2) / len(q.X)
+    best = (
+        0.5 * np.sum((A @ np.linalg.lstsq(A, q.T, rcond=None)[0] - q.T) ** 2) / len(q.X)
+    )
     start = q.loss()
     opt = make_optimizer()
     for _ in range(300):

@@ -1,12 +1,13 @@
 """cnn.train: the training loop (reproducibility, learning, the learning-rate schedule, history, validation,
 printing), its refusals of bad input, divergence, and evaluate (Parts 8 and 10)."""
+
 import numpy as np
 import pytest
+from conftest import all_params, images
 from numpy.testing import assert_allclose, assert_array_equal
 
 import cnn
 from cnn import SGD, Flatten, FullyConnectedLayer, Sequential, SimpleCNN, evaluate
-from conftest import all_params, images
 
 # ---------------------------------------------------------------------------- training
 
@@ -22,9 +23,11 @@ def test_same_seed_gives_identical_training(small_mnist):
     (m1, h1), (m2, h2) = runs
     for key in ("loss", "accuracy", "learning_rate"):
         assert h1[key] == h2[key], key
-    for a, b in zip(all_params(m1), all_params(m2)):
+    for a, b in zip(all_params(m1), all_params(m2), strict=True):
         assert_array_equal(a, b)
-    assert not np.array_equal(all_params(m1)[0], all_params(SimpleCNN(seed=5))[0])   # training did change them
+    assert not np.array_equal(
+        all_params(m1)[0], all_params(SimpleCNN(seed=5))[0]
+    )  # training did change them
 
 
 def test_short_training_reduces_loss_and_beats_chance(trained, small_mnist):
@@ -42,7 +45,9 @@ def test_history_learning_rate_follows_the_decay():
     """Epoch e trains at learning_rate * lr_decay**e, recorded in the history."""
     rng = np.random.default_rng(0)
     X, y = rng.random((8, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 8)
-    history = SimpleCNN(learning_rate=0.1, lr_decay=0.5).train(X, y, epochs=3, batch_size=4, verbose=0)
+    history = SimpleCNN(learning_rate=0.1, lr_decay=0.5).train(
+        X, y, epochs=3, batch_size=4, verbose=0
+    )
     assert_allclose(history["learning_rate"], [0.1, 0.05, 0.025], rtol=1e-15)
     assert len(history["seconds"]) == 3
 
@@ -53,8 +58,14 @@ def test_model_drives_the_optimizer_with_its_learning_rate_schedule(rng):
     X, y = rng.standard_normal((6, 1, 2, 2)), np.array([0, 1, 2, 0, 1, 2])
 
     def model(optimizer):
-        return Sequential([Flatten(), FullyConnectedLayer(4, 3, rng=0, dtype=np.float64)], learning_rate=0.1,
-                          lr_decay=0.5, optimizer=optimizer, input_shape=(1, 2, 2), num_classes=3)
+        return Sequential(
+            [Flatten(), FullyConnectedLayer(4, 3, rng=0, dtype=np.float64)],
+            learning_rate=0.1,
+            lr_decay=0.5,
+            optimizer=optimizer,
+            input_shape=(1, 2, 2),
+            num_classes=3,
+        )
 
     with_sgd, plain = model(SGD(99.0)), model(None)
     h1 = with_sgd.train(X, y, epochs=3, batch_size=6, verbose=0)
@@ -68,8 +79,14 @@ def test_train_with_validation_data_records_val_metrics(small_mnist):
     """validation_data adds val_loss and val_accuracy per epoch; val_accuracy equals evaluate on it."""
     (X, y), (X_val, y_val) = small_mnist
     model = SimpleCNN(seed=1)
-    history = model.train(X[:64], y[:64], epochs=1, batch_size=32, validation_data=(X_val[:50], y_val[:50]),
-                          verbose=0)
+    history = model.train(
+        X[:64],
+        y[:64],
+        epochs=1,
+        batch_size=32,
+        validation_data=(X_val[:50], y_val[:50]),
+        verbose=0,
+    )
     assert len(history["val_loss"]) == len(history["val_accuracy"]) == 1
     assert history["val_accuracy"][0] == evaluate(model, X_val[:50], y_val[:50])
     expected = cnn.cross_entropy_loss(model.predict_proba(X_val[:50]), y_val[:50])
@@ -79,7 +96,9 @@ def test_train_with_validation_data_records_val_metrics(small_mnist):
 def test_train_is_silent_with_verbose_zero(capsys):
     """verbose=0 prints nothing."""
     rng = np.random.default_rng(0)
-    SimpleCNN().train(rng.random((4, 1, 28, 28)).astype(np.float32), np.arange(4), epochs=1, verbose=0)
+    SimpleCNN().train(
+        rng.random((4, 1, 28, 28)).astype(np.float32), np.arange(4), epochs=1, verbose=0
+    )
     assert capsys.readouterr().out == ""
 
 
@@ -90,9 +109,13 @@ def test_model_refuses_uint8_nan_and_3d_images(mnist):
     """SimpleCNN.train, predict and evaluate give the same clear errors for raw images."""
     model = SimpleCNN()
     (raw, labels), _ = mnist
-    with pytest.raises(TypeError, match=r"train: X_train must be a floating-point array.*uint8"):
+    with pytest.raises(
+        TypeError, match=r"train: X_train must be a floating-point array.*uint8"
+    ):
         model.train(raw[:8].reshape(-1, 1, 28, 28), labels[:8], verbose=0)
-    with pytest.raises(ValueError, match=r"X must be a 4-D array of shape \(N, C, H, W\); got 3-D"):
+    with pytest.raises(
+        ValueError, match=r"X must be a 4-D array of shape \(N, C, H, W\); got 3-D"
+    ):
         model.predict(raw[:8].astype(np.float32))
     X = images(4)
     X[2, 0, 3, 3] = np.nan
@@ -102,7 +125,9 @@ def test_model_refuses_uint8_nan_and_3d_images(mnist):
 
 def test_x_and_y_of_different_lengths_in_training():
     """train with 6 images and 5 labels names both counts."""
-    with pytest.raises(ValueError, match=r"y_train has 5 labels but there are 6 inputs"):
+    with pytest.raises(
+        ValueError, match=r"y_train has 5 labels but there are 6 inputs"
+    ):
         SimpleCNN().train(images(6), np.arange(5), verbose=0)
 
 
@@ -126,7 +151,7 @@ def test_refused_training_leaves_the_model_as_it_was():
     h1 = model.train(X, y, epochs=1, batch_size=4, verbose=0)
     h2 = fresh.train(X, y, epochs=1, batch_size=4, verbose=0)
     assert h1["loss"] == h2["loss"]
-    for a, b in zip(model.param_layers, fresh.param_layers):
+    for a, b in zip(model.param_layers, fresh.param_layers, strict=True):
         assert_array_equal(a.weights, b.weights)
 
 
@@ -155,10 +180,16 @@ def test_evaluate_is_the_fraction_of_correct_predictions(trained, small_mnist):
 
 def test_evaluate_hand_worked_counts():
     """A model that predicts 1, 2, 3, 4 scores 2/4 against labels 1, 2, 0, 0."""
+
     class Fixed:
         num_classes = 10
 
         def predict(self, X):
             return np.array([1, 2, 3, 4])
 
-    assert evaluate(Fixed(), np.zeros((4, 1, 28, 28), dtype=np.float32), np.array([1, 2, 0, 0])) == 0.5
+    assert (
+        evaluate(
+            Fixed(), np.zeros((4, 1, 28, 28), dtype=np.float32), np.array([1, 2, 0, 0])
+        )
+        == 0.5
+    )

@@ -1,7 +1,8 @@
 """The book's pictures: the confusion matrix counts, and the figures have what a reader needs."""
+
 import matplotlib
 
-matplotlib.use("Agg")   # no display in tests
+matplotlib.use("Agg")  # no display in tests
 
 import numpy as np
 import pytest
@@ -25,11 +26,22 @@ def test_confusion_matrix_plot_writes_every_count_readable_on_its_cell():
     """Every count is written; white on the darkest mistakes, black on light cells, navy on the diagonal."""
     cm = np.array([[50, 0, 9], [1, 40, 0], [0, 2, 60]])
     fig = viz.plot_confusion_matrix(cm)
-    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in fig.axes[0].texts}
-    assert {k: int(t.get_text()) for k, t in texts.items()} == {(i, j): cm[i, j] for i in range(3) for j in range(3)}
-    assert matplotlib.colors.same_color(texts[(0, 2)].get_color(), "white")    # the most frequent mistake
-    assert matplotlib.colors.same_color(texts[(1, 2)].get_color(), "black")    # no mistakes: light cell
-    assert matplotlib.colors.same_color(texts[(1, 1)].get_color(), "navy")     # correct answers
+    texts = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t
+        for t in fig.axes[0].texts
+    }
+    assert {k: int(t.get_text()) for k, t in texts.items()} == {
+        (i, j): cm[i, j] for i in range(3) for j in range(3)
+    }
+    assert matplotlib.colors.same_color(
+        texts[(0, 2)].get_color(), "white"
+    )  # the most frequent mistake
+    assert matplotlib.colors.same_color(
+        texts[(1, 2)].get_color(), "black"
+    )  # no mistakes: light cell
+    assert matplotlib.colors.same_color(
+        texts[(1, 1)].get_color(), "navy"
+    )  # correct answers
     matplotlib.pyplot.close(fig)
 
 
@@ -40,21 +52,28 @@ def test_show_filters_draws_one_panel_per_filter():
 
 
 def test_plot_history_over_seeds_draws_the_mean_and_a_band_of_one_std():
-    seeds = [{"loss": [1.0, 0.5], "val_accuracy": [0.90, 0.95]},
-             {"loss": [3.0, 1.5], "val_accuracy": [0.92, 0.97]}]
+    seeds = [
+        {"loss": [1.0, 0.5], "val_accuracy": [0.90, 0.95]},
+        {"loss": [3.0, 1.5], "val_accuracy": [0.92, 0.97]},
+    ]
     single = {"loss": [2.0, 1.0], "val_accuracy": [0.5, 0.6]}
-    fig = viz.plot_history({"over seeds": seeds, "one run": single},
-                           metrics={"loss": "loss", "val_accuracy": "test accuracy (%)"}, percent=True)
+    fig = viz.plot_history(
+        {"over seeds": seeds, "one run": single},
+        metrics={"loss": "loss", "val_accuracy": "test accuracy (%)"},
+        percent=True,
+    )
     loss_ax, acc_ax = fig.axes
     assert [ax.get_title() for ax in fig.axes] == ["loss", "test accuracy (%)"]
     mean_line, single_line = loss_ax.lines
     assert_array_equal(mean_line.get_ydata(), [2.0, 1.0])
     assert_array_equal(single_line.get_ydata(), [2.0, 1.0])
     assert "2 seeds" in mean_line.get_label() and single_line.get_label() == "one run"
-    (band,) = loss_ax.collections                                   # one band: only the seeded run has one
+    (band,) = loss_ax.collections  # one band: only the seeded run has one
     band_y = band.get_paths()[0].vertices[:, 1]
     std = np.std([[1.0, 0.5], [3.0, 1.5]], axis=0, ddof=1)
     assert np.isclose(band_y.min(), (np.array([2.0, 1.0]) - std).min())
     assert np.isclose(band_y.max(), (np.array([2.0, 1.0]) + std).max())
-    np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [91.0, 96.0])   # accuracies in percent
+    np.testing.assert_allclose(
+        acc_ax.lines[0].get_ydata(), [91.0, 96.0]
+    )  # accuracies in percent
     matplotlib.pyplot.close(fig)

@@ -1,11 +1,12 @@
 """Checks of the built book, run by `make check-book` after `make book` (never by `make test`)."""
+
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-HTML = ROOT / "_build" / "html"   # jupyter-book builds next to _config.yml
+HTML = ROOT / "_build" / "html"  # jupyter-book builds next to _config.yml
 
 
 def toc_pages():
@@ -20,5 +21,7 @@ def toc_pages():
 @pytest.fixture(scope="session")
 def html_dir():
     if not (HTML / "index.html").is_file():
-        pytest.fail(f"no built book at {HTML}: run `make book` first")   # a missing build is a failure, not a skip
+        pytest.fail(
+            f"no built book at {HTML}: run `make book` first"
+        )  # a missing build is a failure, not a skip
     return HTML

@@ -2,17 +2,17 @@
 Selenium): the page loads, every image loads, every equation is typeset by MathJax, and no error output
 is shown. A full-page screenshot of each is saved under _build/screenshots/. On the pages with an
 animation of a mechanism (cnn.animations), the player's controls are there and its frames change."""
+
 import functools
 import http.server
 import threading
 import time
 
 import pytest
+from conftest import ROOT, toc_pages
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-
-from conftest import HTML, ROOT, toc_pages
 
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 
@@ -20,7 +20,9 @@ SCREENSHOTS = ROOT / "_build" / "screenshots"
 @pytest.fixture(scope="module")
 def server(html_dir):
     """Serve the built book on a free port of 127.0.0.1."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html_dir))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(html_dir)
+    )
     handler.log_message = lambda *args: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -33,10 +35,19 @@ def server(html_dir):
 def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.set_page_load_timeout(60)
@@ -73,13 +84,21 @@ def test_page_in_browser(server, browser, page):
     browser.get(f"{server}/{page}.html")
     state = browser.execute_async_script(PAGE_STATE)
     assert "error" not in state, state
-    assert state["title"] and "404" not in state["title"], f"{page} did not load: {state['title']}"
-    assert not state["brokenImages"], f"{page}: images that did not load: {state['brokenImages']}"
+    assert state["title"] and "404" not in state["title"], (
+        f"{page} did not load: {state['title']}"
+    )
+    assert not state["brokenImages"], (
+        f"{page}: images that did not load: {state['brokenImages']}"
+    )
     if state["math"]:
         assert state["mathjax"], f"{page}: has equations but MathJax did not load"
-        assert not state["untypeset"], f"{page}: equations left as TeX: {state['untypeset'][:3]}"
+        assert not state["untypeset"], (
+            f"{page}: equations left as TeX: {state['untypeset'][:3]}"
+        )
     assert state["mathErrors"] == 0, f"{page}: {state['mathErrors']} MathJax errors"
-    assert not state["errorOutputs"], f"{page}: error outputs: {state['errorOutputs'][:3]}"
+    assert not state["errorOutputs"], (
+        f"{page}: error outputs: {state['errorOutputs'][:3]}"
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(1280, min(max(state["height"], 800), 16000))
     browser.save_screenshot(str(SCREENSHOTS / f"{page}.png"))
@@ -89,7 +108,14 @@ def test_page_in_browser(server, browser, page):
 # The chapters that show an animation of a mechanism, drawn by cnn.animations with matplotlib's
 # JavaScript player (all frames embedded in the page, so it plays offline).
 ANIMATED_PAGES = ["convolution", "pooling", "conv_layer", "backprop_conv"]
-PLAYER_BUTTONS = ("First frame", "Previous frame", "Play", "Pause", "Next frame", "Last frame")
+PLAYER_BUTTONS = (
+    "First frame",
+    "Previous frame",
+    "Play",
+    "Pause",
+    "Next frame",
+    "Last frame",
+)
 
 ANIMATION_STATE = """
 return [...document.querySelectorAll('div.animation')].map(a => {
@@ -119,7 +145,9 @@ def _wait_for(browser, condition, timeout, what):
         if condition(state):
             return state
         if time.monotonic() > deadline:
-            pytest.fail(f"{what}; the animations' state: {[{k: v for k, v in a.items() if k != 'src'} for a in state]}")
+            pytest.fail(
+                f"{what}; the animations' state: {[{k: v for k, v in a.items() if k != 'src'} for a in state]}"
+            )
         time.sleep(0.1)
 
 
@@ -133,31 +161,60 @@ def _press(browser, animation, title):
 def test_animation_plays(server, browser, page):
     """The player is there with visible buttons, stepping shows the next frame, and Play runs it."""
     browser.get(f"{server}/{page}.html")
-    state = _wait_for(browser, lambda s: s and all(a["frames"] > 2 and a["loaded"] and a["width"] > 100 for a in s),
-                      20, f"{page}: no animation, or its player never loaded its frames")
-    for index, animation in enumerate(browser.find_elements(By.CSS_SELECTOR, "div.animation")):
+    state = _wait_for(
+        browser,
+        lambda s: (
+            s and all(a["frames"] > 2 and a["loaded"] and a["width"] > 100 for a in s)
+        ),
+        20,
+        f"{page}: no animation, or its player never loaded its frames",
+    )
+    for index, animation in enumerate(
+        browser.find_elements(By.CSS_SELECTOR, "div.animation")
+    ):
         buttons = state[index]["buttons"]
         for title in PLAYER_BUTTONS:
             assert title in buttons, f"{page}: the animation has no {title!r} button"
             # A visible glyph: an icon from a web font that did not load (offline) would be empty.
-            assert buttons[title]["shown"] and buttons[title]["glyph"] and buttons[title]["glyphWidth"] > 2, \
-                f"{page}: the {title!r} button shows nothing: {buttons[title]}"
+            assert (
+                buttons[title]["shown"]
+                and buttons[title]["glyph"]
+                and buttons[title]["glyphWidth"] > 2
+            ), f"{page}: the {title!r} button shows nothing: {buttons[title]}"
         frames, first = state[index]["frames"], state[index]["src"]
-        assert state[index]["frame"] == 0, f"{page}: the animation does not start on its first frame"
+        assert state[index]["frame"] == 0, (
+            f"{page}: the animation does not start on its first frame"
+        )
 
         _press(browser, animation, "Next frame")
-        state = _wait_for(browser, lambda s: s[index]["frame"] == 1 and s[index]["loaded"], 5,
-                          f"{page}: 'Next frame' did not move to frame 2")
-        assert state[index]["src"] != first, f"{page}: 'Next frame' left the same picture on screen"
+        state = _wait_for(
+            browser,
+            lambda s: s[index]["frame"] == 1 and s[index]["loaded"],
+            5,
+            f"{page}: 'Next frame' did not move to frame 2",
+        )
+        assert state[index]["src"] != first, (
+            f"{page}: 'Next frame' left the same picture on screen"
+        )
         second = state[index]["src"]
 
         _press(browser, animation, "Play")
-        state = _wait_for(browser, lambda s: s[index]["frame"] >= 3 and s[index]["loaded"], 20,
-                          f"{page}: 'Play' did not advance the animation")
-        assert state[index]["src"] not in (first, second), f"{page}: playing did not change the picture"
+        state = _wait_for(
+            browser,
+            lambda s: s[index]["frame"] >= 3 and s[index]["loaded"],
+            20,
+            f"{page}: 'Play' did not advance the animation",
+        )
+        assert state[index]["src"] not in (first, second), (
+            f"{page}: playing did not change the picture"
+        )
         _press(browser, animation, "Pause")
 
         _press(browser, animation, "Last frame")
-        state = _wait_for(browser, lambda s: s[index]["frame"] == frames - 1 and s[index]["loaded"], 5,
-                          f"{page}: 'Last frame' did not show the last of {frames} frames")
+        state = _wait_for(
+            browser,
+            lambda s: s[index]["frame"] == frames - 1 and s[index]["loaded"],
+            5,
+            f"{page}: 'Last frame' did not show the last of {frames} frames",
+        )
         assert state[index]["src"] not in (first, second)

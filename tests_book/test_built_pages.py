@@ -1,9 +1,9 @@
 """The built HTML: every chapter is there, no cell shows an error, and every figure is on disk."""
+
 import re
 
 import pytest
 from bs4 import BeautifulSoup
-
 from conftest import HTML, toc_pages
 
 PAGES = toc_pages()
@@ -19,7 +19,11 @@ def _soup(page):
 
 def test_no_execution_reports(html_dir):
     """Jupyter Book writes reports/*.err.log for every notebook whose execution failed."""
-    reports = sorted((html_dir / "reports").glob("*.log")) if (html_dir / "reports").exists() else []
+    reports = (
+        sorted((html_dir / "reports").glob("*.log"))
+        if (html_dir / "reports").exists()
+        else []
+    )
     assert not reports, f"execution failed: {[r.name for r in reports]}"
 
 
@@ -33,7 +37,9 @@ def test_page_has_no_error_output(html_dir, page):
     """
     bad = []
     for cell in _soup(page).select("div.cell"):
-        assert "tag_raises-exception" not in cell.get("class", []), f"{page}: a cell is tagged raises-exception"
+        assert "tag_raises-exception" not in cell.get("class", []), (
+            f"{page}: a cell is tagged raises-exception"
+        )
         for output in cell.select("div.output"):
             classes = set(output.get("class", []))
             if classes & set(ERROR_CLASSES):
@@ -60,14 +66,18 @@ def test_page_shows_results(html_dir, page):
     """Every chapter executed code and shows at least one figure or table computed by the build."""
     soup = _soup(page)
     assert soup.select("div.cell"), f"{page}: no executed cells"
-    assert soup.find_all("img") or soup.find_all("table"), f"{page}: no figure and no table"
+    assert soup.find_all("img") or soup.find_all("table"), (
+        f"{page}: no figure and no table"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_no_unresolved_glue_or_role(html_dir, page):
     """Glued numbers were substituted: no literal {glue:...} role is left in the text."""
     text = _soup(page).get_text()
-    assert "{glue" not in text and "{eq}" not in text and "{ref}" not in text, f"{page}: unresolved role"
+    assert "{glue" not in text and "{eq}" not in text and "{ref}" not in text, (
+        f"{page}: unresolved role"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -78,13 +88,19 @@ def test_page_opens_with_its_run_time(html_dir, page):
     assert heading is not None, f"{page}: no title"
     opening = heading.find_next("p")
     text = opening.get_text(" ", strip=True) if opening else ""
-    assert re.search(r"Running this chapter.s code took \d+( min \d+)? s when this book was built", text), (
-        f"{page}: the first paragraph does not give the chapter's run time: {text[:200]!r}")
+    assert re.search(
+        r"Running this chapter.s code took \d+( min \d+)? s when this book was built",
+        text,
+    ), (
+        f"{page}: the first paragraph does not give the chapter's run time: {text[:200]!r}"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_glued_numbers_read_as_numbers(html_dir, page):
     """A NumPy scalar glued as is shows as ``np.float64(98.95)`` (and fails any format spec): glue floats."""
-    pasted = [span.get_text() for span in _soup(page).select(".pasted-text, .pasted-inline")]
+    pasted = [
+        span.get_text() for span in _soup(page).select(".pasted-text, .pasted-inline")
+    ]
     bad = [text for text in pasted if re.match(r"\(?'?np\.", text)]
     assert not bad, f"{page}: glued values shown as NumPy reprs: {bad[:5]}"
