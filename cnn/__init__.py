@@ -1,11 +1,14 @@
-"""A convolutional neural network from scratch in NumPy: the reference implementation of the book.
+"""A convolutional neural network from scratch in NumPy: the reference implementation of
+the book.
 
 The names below are the activity's public API::
 
-    from cnn import convolve2d, ConvLayer, MaxPoolLayer, ReLU, Flatten, FullyConnectedLayer
-    from cnn import softmax, cross_entropy_loss, SimpleCNN, evaluate, load_mnist
+    from cnn import convolve2d, ConvLayer, MaxPoolLayer, ReLU, Flatten
+    from cnn import FullyConnectedLayer, softmax, cross_entropy_loss
+    from cnn import SimpleCNN, evaluate, load_mnist
 
-A new layer subclasses :class:`cnn.Layer` (see :mod:`cnn.layer`); nothing else in the package changes.
+A new layer subclasses :class:`cnn.Layer` (see :mod:`cnn.layer`); nothing else in the
+package changes.
 """
 
 from .augment import (

@@ -2,12 +2,13 @@
 
 ::
 
-    python -m cnn train --model deep --out deep.npz          # the recommended settings of each model
+    # the recommended settings of each model
+    python -m cnn train --model deep --out deep.npz
     python -m cnn train --model simple --epochs 2 --limit 5000 --out small.npz
     python -m cnn evaluate deep.npz
 
-Exit codes: 0 success, 1 training failed (diverged), 2 bad arguments or a missing or invalid model
-file, 130 interrupted.
+Exit codes: 0 success, 1 training failed (diverged), 2 bad arguments or a missing or
+invalid model file, 130 interrupted.
 """
 
 import argparse
@@ -20,8 +21,9 @@ from .io import ModelFileError, load_model, save_model
 from .networks import DEEP_CNN_TRAINING, SimpleCNN, deep_cnn, two_conv_net
 from .train import evaluate
 
-#: For each model: the function that builds it (from ``seed`` and, optionally, ``learning_rate``) and its
-#: default epochs and batch size. The default learning rate is the model's own.
+#: For each model: the function that builds it (from ``seed`` and, optionally,
+#: ``learning_rate``) and its default epochs and batch size. The default learning rate
+#: is the model's own.
 MODELS = {
     "simple": (SimpleCNN, 10, 32),
     "two_conv": (two_conv_net, 5, 32),
@@ -46,13 +48,17 @@ def _positive(convert):
 
 
 def build_parser():
-    """The argument parser of ``python -m cnn`` (its ``--help`` texts document every option)."""
+    """The argument parser of ``python -m cnn`` (its ``--help`` texts document every
+    option)."""
     parser = argparse.ArgumentParser(
         prog="python -m cnn",
-        description="Train convolutional networks on MNIST with NumPy, and evaluate them.",
+        description=(
+            "Train convolutional networks on MNIST with NumPy, and evaluate them."
+        ),
         epilog="examples:\n  python -m cnn train --model deep --out deep.npz\n"
         "  python -m cnn train --model simple --epochs 2 --limit 5000 --out small.npz\n"
-        "  python -m cnn evaluate deep.npz\n\nrun 'python -m cnn train --help' for the training options",
+        "  python -m cnn evaluate deep.npz\n\n"
+        "run 'python -m cnn train --help' for the training options",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(
@@ -73,7 +79,8 @@ def build_parser():
         "--model",
         choices=sorted(MODELS),
         default="simple",
-        help="simple: the activity's SimpleCNN; two_conv: Conv-ReLU-Conv-ReLU-MaxPool-FC; "
+        help="simple: the activity's SimpleCNN; "
+        "two_conv: Conv-ReLU-Conv-ReLU-MaxPool-FC; "
         "deep: two stages of Conv-BatchNorm-ReLU with dropout (default: simple)",
     )
     train.add_argument(
@@ -110,12 +117,14 @@ def build_parser():
     train.add_argument(
         "--augment",
         action="store_true",
-        help="rotate (up to 10 degrees) and shift (up to 2 pixels) every training batch",
+        help="rotate (up to 10 degrees) and shift (up to 2 pixels) "
+        "every training batch",
     )
     train.add_argument(
         "--validate",
         action="store_true",
-        help="also print the test accuracy after every epoch (costs a pass over the test images)",
+        help="also print the test accuracy after every epoch "
+        "(costs a pass over the test images)",
     )
     train.add_argument(
         "--limit",
@@ -127,7 +136,8 @@ def build_parser():
     ev = commands.add_parser(
         "evaluate",
         help="print the test accuracy of a saved model",
-        description="Load a model saved by 'train' and print its accuracy on the MNIST test set.",
+        description="Load a model saved by 'train' and print its accuracy "
+        "on the MNIST test set.",
     )
     ev.add_argument(
         "file",
@@ -162,9 +172,9 @@ def _train(args):
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
     )
     print(
-        f"training {args.model} ({model.num_params():,} parameters) on {len(X_train):,} images: "
-        f"{epochs} epochs, batch size {batch_size}, learning rate {model.learning_rate:g}"
-        f"{', with augmentation' if args.augment else ''}",
+        f"training {args.model} ({model.num_params():,} parameters) on "
+        f"{len(X_train):,} images: {epochs} epochs, batch size {batch_size}, learning "
+        f"rate {model.learning_rate:g}{', with augmentation' if args.augment else ''}",
         flush=True,
     )
     validation = (X_test, y_test) if args.validate else None
@@ -193,8 +203,8 @@ def _train(args):
         return 1
     save_model(model, out)
     print(
-        f"test accuracy {evaluate(model, X_test, y_test):.2%} on {len(X_test):,} images; "
-        f"trained in {sum(history['seconds']):.0f} s; saved to {out}"
+        f"test accuracy {evaluate(model, X_test, y_test):.2%} on {len(X_test):,} "
+        f"images; trained in {sum(history['seconds']):.0f} s; saved to {out}"
     )
     return 0
 
@@ -209,34 +219,33 @@ def _evaluate(args):
     X_test, y_test = X_test[: args.limit], y_test[: args.limit]
     if model.input_shape != X_test.shape[1:] or model.num_classes != 10:
         print(
-            f"error: {args.file}: the model takes inputs {model.input_shape} with {model.num_classes} classes; "
-            f"MNIST needs (1, 28, 28) and 10",
+            f"error: {args.file}: the model takes inputs {model.input_shape} with "
+            f"{model.num_classes} classes; MNIST needs (1, 28, 28) and 10",
             file=sys.stderr,
         )
         return 2
     print(
-        f"{args.file}: test accuracy {evaluate(model, X_test, y_test):.2%} on {len(X_test):,} images"
+        f"{args.file}: test accuracy {evaluate(model, X_test, y_test):.2%} on "
+        f"{len(X_test):,} images"
     )
     return 0
 
 
 def main(argv=None):
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit
+    code."""
     try:
         args = build_parser().parse_args(argv)
-    except (
-        SystemExit
-    ) as stop:  # --help (0) or a usage error (2), already printed by argparse
+    except SystemExit as stop:
+        # --help (0) or a usage error (2), already printed by argparse
         return stop.code
     try:
         return _train(args) if args.command == "train" else _evaluate(args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (
-        OSError,
-        DataIntegrityError,
-    ) as err:  # e.g. the output file cannot be written
+    except (OSError, DataIntegrityError) as err:
+        # e.g. the output file cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 2
 

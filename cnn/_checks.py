@@ -1,6 +1,8 @@
-"""Argument checks shared by every layer: each failure says what was given and what was expected.
+"""Argument checks shared by every layer: each failure says what was given and what was
+expected.
 
-The checks run before any state changes, so a layer that refuses an input is left exactly as it was.
+The checks run before any state changes, so a layer that refuses an input is left
+exactly as it was.
 """
 
 import numbers
@@ -9,10 +11,12 @@ import numpy as np
 
 
 def check_int(name, value, minimum):
-    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise ``ValueError``."""
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise
+    ``ValueError``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})"
+            f"{name} must be an integer >= {minimum}; got {value!r} "
+            f"({type(value).__name__})"
         )
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
@@ -20,7 +24,8 @@ def check_int(name, value, minimum):
 
 
 def check_positive_float(name, value, allow_zero=False):
-    """Return ``value`` as a float if it is a finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    """Return ``value`` as a float if it is a finite real number > 0 (or >= 0 with
+    ``allow_zero``)."""
     if (
         isinstance(value, (bool, np.bool_))
         or not isinstance(value, numbers.Real)
@@ -36,7 +41,8 @@ def check_positive_float(name, value, allow_zero=False):
 def check_array(
     name, x, ndim=None, shape_doc="", floating=True, finite=True, allow_empty=False
 ):
-    """Check that ``x`` is a numeric ndarray of ``ndim`` dimensions with only finite values.
+    """Check that ``x`` is a numeric ndarray of ``ndim`` dimensions with only finite
+    values.
 
     Parameters
     ----------
@@ -49,14 +55,17 @@ def check_array(
     shape_doc : str
         How the expected shape is written in the docs, e.g. ``"(N, C, H, W)"``.
     floating : bool
-        Require a floating-point dtype (layers compute gradients, so integers would truncate).
+        Require a floating-point dtype (layers compute gradients, so integers would
+        truncate).
     finite : bool
         Refuse NaN and infinite values.
     allow_empty : bool
         Accept arrays with a zero-length axis.
     """
     x = np.asarray(x)
-    kind = x.dtype.kind  # 'b' bool, 'i'/'u' integers, 'f' floating, 'c' complex (cheaper than np.issubdtype)
+    # 'b' bool, 'i'/'u' integers, 'f' floating, 'c' complex
+    # (cheaper than np.issubdtype)
+    kind = x.dtype.kind
     expected = f" of shape {shape_doc}" if shape_doc else ""
     if kind not in "biufc":
         raise TypeError(
@@ -64,7 +73,8 @@ def check_array(
         )
     if ndim is not None and x.ndim != ndim:
         raise ValueError(
-            f"{name} must be a {ndim}-D array{expected}; got {x.ndim}-D array of shape {x.shape}"
+            f"{name} must be a {ndim}-D array{expected}; got {x.ndim}-D array of shape "
+            f"{x.shape}"
         )
     if floating and kind != "f":
         raise TypeError(
@@ -76,17 +86,20 @@ def check_array(
     if finite and kind in "fc" and not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise ValueError(
-            f"{name} contains {bad} NaN or infinite value(s); expected only finite numbers"
+            f"{name} contains {bad} NaN or infinite value(s); expected only finite "
+            "numbers"
         )
     return x
 
 
 def check_labels(name, y, num_classes, n=None):
-    """Check that ``y`` is a 1-D array of integer class labels in ``[0, num_classes)``, of length ``n``."""
+    """Check that ``y`` is a 1-D array of integer class labels in ``[0, num_classes)``,
+    of length ``n``."""
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(
-            f"{name} must be a 1-D array of class indices of shape (N,); got shape {y.shape}"
+            f"{name} must be a 1-D array of class indices of shape (N,); got shape "
+            f"{y.shape}"
         )
     if not np.issubdtype(y.dtype, np.integer):
         if (
@@ -102,11 +115,13 @@ def check_labels(name, y, num_classes, n=None):
             )
     if n is not None and len(y) != n:
         raise ValueError(
-            f"{name} has {len(y)} labels but there are {n} inputs; expected one label per input"
+            f"{name} has {len(y)} labels but there are {n} inputs; expected one label "
+            "per input"
         )
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
-            f"{name} must hold class indices in [0, {num_classes - 1}]; got values from {y.min()} to {y.max()}"
+            f"{name} must hold class indices in [0, {num_classes - 1}]; got values "
+            f"from {y.min()} to {y.max()}"
         )
     return y
 
@@ -116,8 +131,8 @@ def check_dout(layer, dout, expected_shape):
     dout = np.asarray(dout)
     if dout.shape != tuple(expected_shape):
         raise ValueError(
-            f"{layer}.backward: dout must have the shape of the last forward output {tuple(expected_shape)}; "
-            f"got {dout.shape}"
+            f"{layer}.backward: dout must have the shape of the last forward output "
+            f"{tuple(expected_shape)}; got {dout.shape}"
         )
     return dout
 

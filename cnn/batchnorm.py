@@ -1,16 +1,18 @@
-"""Batch normalisation (bonus challenge 6): normalise each feature over the batch, then scale and shift.
+"""Batch normalisation (bonus challenge 6): normalise each feature over the batch, then
+scale and shift.
 
-For a batch of vectors X (N, D) the statistics are taken per feature over the N examples; for a batch
-of feature maps X (N, C, H, W) they are taken per channel over N, H and W (every pixel of a channel is
-an example of the same feature, as the convolution shares its filter across pixels)::
+For a batch of vectors X (N, D) the statistics are taken per feature over the N
+examples; for a batch of feature maps X (N, C, H, W) they are taken per channel over N,
+H and W (every pixel of a channel is an example of the same feature, as the convolution
+shares its filter across pixels)::
 
     mu = mean(X),  var = mean((X - mu)**2)             over the batch axes
     x_hat = (X - mu) / sqrt(var + eps)
     out = gamma * x_hat + beta
 
-In evaluation (``forward(X, training=False)``) the layer uses running averages of ``mu`` and ``var``
-collected during training instead of the statistics of the batch, so a prediction does not depend
-on the other images in the batch.
+In evaluation (``forward(X, training=False)``) the layer uses running averages of ``mu``
+and ``var`` collected during training instead of the statistics of the batch, so a
+prediction does not depend on the other images in the batch.
 """
 
 import numpy as np
@@ -26,7 +28,8 @@ from .layer import Layer
 
 
 class BatchNorm(Layer):
-    """Batch normalisation for (N, D) vectors or (N, C, H, W) feature maps (Ioffe and Szegedy, 2015).
+    """Batch normalisation for (N, D) vectors or (N, C, H, W) feature maps (Ioffe and
+    Szegedy, 2015).
 
     Parameters
     ----------
@@ -36,16 +39,19 @@ class BatchNorm(Layer):
         Weight of the old value in the running averages:
         ``running = momentum * running + (1 - momentum) * batch_statistic``.
     eps : float > 0, default 1e-5
-        Added to the variance before the square root, so a constant feature does not divide by zero.
+        Added to the variance before the square root, so a constant feature does not
+        divide by zero.
     dtype : numpy dtype, default float32
 
     Attributes
     ----------
     gamma, beta : ndarray of shape (num_features,)
-        The learned scale (initially 1) and shift (initially 0); ``params`` holds these live arrays.
+        The learned scale (initially 1) and shift (initially 0); ``params`` holds these
+        live arrays.
     running_mean, running_var : ndarray of shape (num_features,)
-        Running averages of the batch mean and of the (biased) batch variance, used in evaluation;
-        ``buffers`` holds these live arrays (state that is saved but not trained).
+        Running averages of the batch mean and of the (biased) batch variance, used in
+        evaluation; ``buffers`` holds these live arrays (state that is saved but not
+        trained).
     """
 
     def __init__(self, num_features, momentum=0.9, eps=1e-5, dtype=np.float32):
@@ -70,7 +76,10 @@ class BatchNorm(Layer):
         self._cache = None
 
     def __repr__(self):
-        return f"BatchNorm(num_features={self.num_features}, momentum={self.momentum}, eps={self.eps})"
+        return (
+            f"BatchNorm(num_features={self.num_features}, momentum={self.momentum}, "
+            f"eps={self.eps})"
+        )
 
     def _check(self, where, X):
         """Check X; return it and the shape that broadcasts a (D,) vector against it."""
@@ -86,8 +95,9 @@ class BatchNorm(Layer):
     def _feature_sum(a, b=None):
         """Per-feature sum of ``a`` (or of ``a * b``) over the batch axes, shape (D,).
 
-        ``einsum`` sums (N, D) over N, or (N, C, H, W) over N, H and W, without the temporary
-        array ``a * b`` and several times faster than ``(a * b).sum(axis=(0, 2, 3))``.
+        ``einsum`` sums (N, D) over N, or (N, C, H, W) over N, H and W, without the
+        temporary array ``a * b`` and several times faster than
+        ``(a * b).sum(axis=(0, 2, 3))``.
         """
         axes = "nc" if a.ndim == 2 else "nchw"
         return (
@@ -99,8 +109,9 @@ class BatchNorm(Layer):
     def forward(self, X, training=True):
         """Normalise X (N, D) or (N, C, H, W); the output has the same shape.
 
-        With ``training=True`` the batch's own statistics are used (and folded into the running
-        averages); with ``training=False`` the running averages are used and nothing is cached.
+        With ``training=True`` the batch's own statistics are used (and folded into the
+        running averages); with ``training=False`` the running averages are used and
+        nothing is cached.
         """
         X, shape = self._check("forward", X)
         gamma, beta = self.gamma.reshape(shape), self.beta.reshape(shape)
@@ -113,8 +124,9 @@ class BatchNorm(Layer):
         M = X.size // self.num_features  # values per feature in this batch
         if M < 2:
             raise ValueError(
-                f"BatchNorm.forward: training needs more than one value per feature to compute a "
-                f"variance; got X of shape {X.shape}. Use a larger batch, or training=False"
+                "BatchNorm.forward: training needs more than one value per feature to "
+                f"compute a variance; got X of shape {X.shape}. Use a larger batch, or "
+                "training=False"
             )
         mu = self._feature_sum(X) / M
         x_hat = X - mu.reshape(shape)  # centred; normalised in place below
@@ -133,10 +145,11 @@ class BatchNorm(Layer):
         return out
 
     def gradient(self, dout, input_grad=True):
-        """Set ``grads["gamma"]`` and ``grads["beta"]`` (each (D,)) and return dX, shaped like X.
+        """Set ``grads["gamma"]`` and ``grads["beta"]`` (each (D,)) and return dX,
+        shaped like X.
 
-        With ``M`` values per feature and sums taken over the batch axes, the gradient through the
-        batch statistics has the compact form::
+        With ``M`` values per feature and sums taken over the batch axes, the gradient
+        through the batch statistics has the compact form::
 
             dbeta = sum(dout),  dgamma = sum(dout * x_hat)
             dX = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma)
@@ -149,7 +162,8 @@ class BatchNorm(Layer):
         dbeta = self._feature_sum(dout)
         dgamma = self._feature_sum(dout, x_hat)
         self.set_grads(gamma=dgamma, beta=dbeta)
-        # The formula above, evaluated in place in one array: dX = (dout - (dbeta + x_hat dgamma) / M) gamma inv_std
+        # The formula above, evaluated in place in one array:
+        # dX = (dout - (dbeta + x_hat dgamma) / M) gamma inv_std
         dX = x_hat * (dgamma / M).reshape(shape)
         dX += (dbeta / M).reshape(shape)
         np.subtract(dout, dX, out=dX)

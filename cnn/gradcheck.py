@@ -1,4 +1,5 @@
-"""Numerical gradient checking: centred differences and relative error (the activity's debugging tip).
+"""Numerical gradient checking: centred differences and relative error (the activity's
+debugging tip).
 
 Explained in the chapters *Backpropagation through convolution* and *Debugging*.
 """
@@ -15,11 +16,12 @@ def rel_error(a, b):
 
 
 def numerical_gradient(f, x, h=1e-5, indices=None):
-    """Gradient of the scalar function ``f()`` with respect to the array ``x``, by centred differences.
+    """Gradient of the scalar function ``f()`` with respect to the array ``x``, by
+    centred differences.
 
-    ``x`` is changed in place, one element at a time, and restored: ``f`` must read it (for example,
-    ``x`` is a layer's weight array and ``f`` runs the layer). Use float64: in float32 the rounding
-    error of ``f`` swamps the difference.
+    ``x`` is changed in place, one element at a time, and restored: ``f`` must read it
+    (for example, ``x`` is a layer's weight array and ``f`` runs the layer). Use
+    float64: in float32 the rounding error of ``f`` swamps the difference.
 
     indices : iterable of index tuples, optional
         Only these elements (the others stay 0); all of them by default.
@@ -42,17 +44,20 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
 
 
 def numerical_gradient_array(f, x, dout, h=1e-5):
-    """Numerical gradient of ``sum(f() * dout)`` with respect to ``x``: what a layer's backward computes."""
+    """Numerical gradient of ``sum(f() * dout)`` with respect to ``x``: what a layer's
+    backward computes."""
     return numerical_gradient(lambda: float(np.sum(f() * dout)), x, h)
 
 
 def check_layer(layer, X, seed=0, h=1e-5):
-    """Compare a layer's backward pass with numerical gradients on input X (use float64).
+    """Compare a layer's backward pass with numerical gradients on input X
+    (use float64).
 
-    A random upstream gradient ``dout`` defines the scalar ``sum(forward(X) * dout)``; its numerical
-    gradients with respect to X and to every parameter are compared with ``layer.gradient(dout)``.
-    It also checks the protocol of :class:`cnn.Layer`: ``gradient`` fills ``grads`` with exactly the
-    names and shapes of ``params`` and changes no parameter.
+    A random upstream gradient ``dout`` defines the scalar ``sum(forward(X) * dout)``;
+    its numerical gradients with respect to X and to every parameter are compared with
+    ``layer.gradient(dout)``. It also checks the protocol of :class:`cnn.Layer`:
+    ``gradient`` fills ``grads`` with exactly the names and shapes of ``params`` and
+    changes no parameter.
 
     Returns
     -------
@@ -80,18 +85,19 @@ def check_layer(layer, X, seed=0, h=1e-5):
 
 
 def _check_protocol(layer, params_before):
-    """What ``gradient`` must do besides computing the right numbers (see :class:`cnn.Layer`)."""
+    """What ``gradient`` must do besides computing the right numbers (see
+    :class:`cnn.Layer`)."""
     name = type(layer).__name__
     if set(layer.grads) != set(layer.params):
         raise AssertionError(
-            f"{name}.gradient must fill grads with one gradient per parameter: params has "
-            f"{sorted(layer.params)}, grads has {sorted(layer.grads)}"
+            f"{name}.gradient must fill grads with one gradient per parameter: params "
+            f"has {sorted(layer.params)}, grads has {sorted(layer.grads)}"
         )
     for key, value in layer.params.items():
         if np.shape(layer.grads[key]) != value.shape:
             raise AssertionError(
-                f"{name}: grads[{key!r}] has shape {np.shape(layer.grads[key])}, but the "
-                f"parameter has shape {value.shape}"
+                f"{name}: grads[{key!r}] has shape {np.shape(layer.grads[key])}, but "
+                f"the parameter has shape {value.shape}"
             )
         if not np.array_equal(value, params_before[key]):
             raise AssertionError(
@@ -101,10 +107,12 @@ def _check_protocol(layer, params_before):
 
 
 def check_model(model, X, y, h=1e-5, max_checks=100, seed=0):
-    """Compare the whole model's gradients of the mean cross-entropy with numerical ones (use float64).
+    """Compare the whole model's gradients of the mean cross-entropy with numerical ones
+    (use float64).
 
-    At most ``max_checks`` elements of each parameter array, chosen at random, are checked numerically
-    (a dense layer has thousands of weights and each costs two forward passes).
+    At most ``max_checks`` elements of each parameter array, chosen at random, are
+    checked numerically (a dense layer has thousands of weights and each costs two
+    forward passes).
 
     Returns the relative error for each parameter, keyed ``"<layer index>.<name>"``.
     """

@@ -2,19 +2,22 @@
 
 The file holds
 
-* ``architecture``: a 0-d unicode array with JSON text: the format name and version, the model's
-  settings (learning rate, decay, seed, input shape, number of classes, optimizer name and settings)
-  and, for every layer, its class name and constructor arguments (:meth:`cnn.layer.Layer.config`);
-* ``layers.<i>.<name>``: every parameter array (``weights``, ``biases``, ``gamma``, ``beta``) and every
-  buffer (a BatchNorm's ``running_mean`` and ``running_var``) of layer ``i``.
+* ``architecture``: a 0-d unicode array with JSON text: the format name and version, the
+  model's settings (learning rate, decay, seed, input shape, number of classes,
+  optimizer name and settings) and, for every layer, its class name and constructor
+  arguments (:meth:`cnn.layer.Layer.config`);
+* ``layers.<i>.<name>``: every parameter array (``weights``, ``biases``, ``gamma``,
+  ``beta``) and every buffer (a BatchNorm's ``running_mean`` and ``running_var``) of
+  layer ``i``.
 
-Because nothing is pickled, loading runs no code from the file (``np.load(..., allow_pickle=False)``),
-and the file can be inspected with NumPy alone. A layer is rebuilt by looking its class name up among
-the layer classes defined in the loading process (:class:`cnn.layer.Layer` registers each one when it is
-defined), so a layer written in a notebook loads wherever its class has been defined again; no module
+Because nothing is pickled, loading runs no code from the file
+(``np.load(..., allow_pickle=False)``), and the file can be inspected with NumPy alone.
+A layer is rebuilt by looking its class name up among the layer classes defined in the
+loading process (:class:`cnn.layer.Layer` registers each one when it is defined), so a
+layer written in a notebook loads wherever its class has been defined again; no module
 named in a file is ever imported. The optimizer's state (momentum, Adam's moments) and
-the random generators' states are not saved: a loaded model predicts exactly as the saved one, and
-further training starts with fresh optimizer state.
+the random generators' states are not saved: a loaded model predicts exactly as the
+saved one, and further training starts with fresh optimizer state.
 """
 
 import inspect
@@ -34,11 +37,13 @@ FORMAT_VERSION = 1
 
 
 class ModelFileError(ValueError):
-    """A file cannot be loaded as a model: missing, unreadable, not a model, or of another format version."""
+    """A file cannot be loaded as a model: missing, unreadable, not a model, or of
+    another format version."""
 
 
 def _describe(obj, family, what):
-    """``{"type": ..., "args": {...}}`` for a layer or an optimizer: its class name and constructor arguments."""
+    """``{"type": ..., "args": {...}}`` for a layer or an optimizer: its class name and
+    constructor arguments."""
     name = type(obj).__name__
     if not isinstance(obj, family):
         raise TypeError(
@@ -46,16 +51,17 @@ def _describe(obj, family, what):
         )
     if family.registry.get(name) is not type(obj):
         raise TypeError(
-            f"save_model: cannot save {what} {obj!r}: another class named {name!r} has been "
-            "defined since, and loading would build that one"
+            f"save_model: cannot save {what} {obj!r}: another class named {name!r} has "
+            "been defined since, and loading would build that one"
         )
     args = obj.config()
     for arg, value in args.items():
         if not _is_plain(value):
             raise TypeError(
-                f"save_model: cannot save {what} {obj!r}: its constructor argument {arg}={value!r} "
-                "is not a plain value (a number, string, bool, None, or a list of them); keep "
-                f"it as such, or give {name} a config() method that returns plain values"
+                f"save_model: cannot save {what} {obj!r}: its constructor argument "
+                f"{arg}={value!r} is not a plain value (a number, string, bool, None, "
+                f"or a list of them); keep it as such, or give {name} a config() "
+                "method that returns plain values"
             )
     return {"type": name, "args": args}
 
@@ -67,19 +73,22 @@ def _is_plain(value):
 
 
 def _arrays(layer):
-    """The arrays of a layer to save: its parameters and its buffers (BatchNorm's running statistics)."""
+    """The arrays of a layer to save: its parameters and its buffers (BatchNorm's
+    running statistics)."""
     return {**layer.params, **layer.buffers}
 
 
 def save_model(model, path):
-    """Save a :class:`cnn.model.Sequential` (or SimpleCNN, or a network from :mod:`cnn.networks`) to ``path``.
+    """Save a :class:`cnn.model.Sequential` (or SimpleCNN, or a network from
+    :mod:`cnn.networks`) to ``path``.
 
     Parameters
     ----------
     model : Sequential
     path : str or path-like
-        The file to write, used exactly as given (conventionally ending in ``.npz``). The file is
-        written to a temporary name first and then renamed, so an interrupted save leaves no half file.
+        The file to write, used exactly as given (conventionally ending in ``.npz``).
+        The file is written to a temporary name first and then renamed, so an
+        interrupted save leaves no half file.
 
     Raises
     ------
@@ -118,7 +127,8 @@ def save_model(model, path):
         text = json.dumps(architecture, indent=1)
     except TypeError as err:  # e.g. a seed that is a Generator rather than an int
         raise TypeError(
-            f"save_model: the model's settings must be plain numbers to be saved ({err})"
+            "save_model: the model's settings must be plain numbers to be saved "
+            f"({err})"
         ) from None
     path = Path(os.fspath(path))
     temporary = path.with_name(path.name + ".part")
@@ -132,7 +142,8 @@ def save_model(model, path):
 
 
 def _read(path):
-    """The architecture dict and the arrays of a model file, or ModelFileError naming the file."""
+    """The architecture dict and the arrays of a model file, or ModelFileError naming
+    the file."""
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     not_readable = (
@@ -150,9 +161,8 @@ def _read(path):
         data = np.load(path, allow_pickle=False)
         with data:
             arrays = {name: data[name] for name in data.files}
-    except (
-        Exception
-    ) as err:  # BadZipFile, EOFError, ValueError on a truncated or damaged archive
+    except Exception as err:
+        # BadZipFile, EOFError, ValueError on a truncated or damaged archive
         raise ModelFileError(f"{not_readable}; {type(err).__name__}: {err})") from None
     text = arrays.pop("architecture", None)
     if text is None or text.shape != () or text.dtype.kind != "U":
@@ -172,17 +182,17 @@ def _read(path):
         )
     if architecture.get("version") != FORMAT_VERSION:
         raise ModelFileError(
-            f"{path}: model format version {architecture.get('version')!r} is not supported; "
-            f"this version of cnn reads version {FORMAT_VERSION}"
+            f"{path}: model format version {architecture.get('version')!r} is not "
+            f"supported; this version of cnn reads version {FORMAT_VERSION}"
         )
     return architecture, arrays
 
 
 def _build_layer(i, spec, arrays):
-    """Construct layer ``i`` from its spec and copy its saved arrays into its live arrays."""
-    cls = Layer.lookup(
-        spec.get("type")
-    )  # ValueError naming the known layer classes if it is not defined here
+    """Construct layer ``i`` from its spec and copy its saved arrays into its live
+    arrays."""
+    # ValueError naming the known layer classes if it is not defined here
+    cls = Layer.lookup(spec.get("type"))
     kwargs = dict(spec.get("args", {}))
     if "dtype" in spec and "dtype" in inspect.signature(cls.__init__).parameters:
         kwargs["dtype"] = np.dtype(spec["dtype"])
@@ -193,7 +203,8 @@ def _build_layer(i, spec, arrays):
             raise ValueError(f"array {key!r} of {layer!r} is missing")
         if arrays[key].shape != value.shape:
             raise ValueError(
-                f"array {key!r} has shape {arrays[key].shape}; {layer!r} needs {value.shape}"
+                f"array {key!r} has shape {arrays[key].shape}; {layer!r} needs "
+                f"{value.shape}"
             )
         value[...] = arrays.pop(key)  # in place: params stay the live arrays
     return layer
@@ -209,16 +220,17 @@ def load_model(path):
     Returns
     -------
     model : Sequential
-        The same layers with the same parameters (so identical predictions) and the same settings.
-        A saved SimpleCNN or network from :mod:`cnn.networks` comes back as a ``Sequential`` of the
-        same layers; its original class name is in ``model.saved_class``.
+        The same layers with the same parameters (so identical predictions) and the same
+        settings. A saved SimpleCNN or network from :mod:`cnn.networks` comes back as a
+        ``Sequential`` of the same layers; its original class name is in
+        ``model.saved_class``.
 
     Raises
     ------
     ModelFileError
-        If the file is missing, not a readable ``.npz``, not a saved model, of an unsupported format
-        version, or inconsistent (unknown layer types, missing or misshapen arrays). The message names
-        the file.
+        If the file is missing, not a readable ``.npz``, not a saved model, of an
+        unsupported format version, or inconsistent (unknown layer types, missing or
+        misshapen arrays). The message names the file.
     """
     path = Path(os.fspath(path))
     architecture, arrays = _read(path)

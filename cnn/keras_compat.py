@@ -1,10 +1,12 @@
-"""The same networks in Keras (JAX backend), with our weights copied in: for side-by-side comparisons.
+"""The same networks in Keras (JAX backend), with our weights copied in: for
+side-by-side comparisons.
 
-Keras is not a dependency of the package: install the ``framework`` extra (``pip install cnn[framework]``).
-Explained in the chapter *SimpleCNN in Keras*.
+Keras is not a dependency of the package: install the ``framework`` extra
+(``pip install cnn[framework]``). Explained in the chapter *SimpleCNN in Keras*.
 
-The Keras layers use ``data_format="channels_first"``, so images stay (N, C, H, W) and ``Flatten``
-orders features (C, H, W) as ours does; only the kernel layout differs: ours (F, C, K, K), Keras (K, K, C, F).
+The Keras layers use ``data_format="channels_first"``, so images stay (N, C, H, W) and
+``Flatten`` orders features (C, H, W) as ours does; only the kernel layout differs: ours
+(F, C, K, K), Keras (K, K, C, F).
 """
 
 import os
@@ -19,25 +21,28 @@ keras = None  # the keras module, once import_keras has run
 
 
 def import_keras():
-    """Import Keras with the JAX backend (the only backend installed here); raises if another is active."""
+    """Import Keras with the JAX backend (the only backend installed here); raises if
+    another is active."""
     global keras
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
     if keras.backend.backend() != "jax":
         raise RuntimeError(
-            f"Keras is using the {keras.backend.backend()!r} backend; set KERAS_BACKEND=jax "
-            "before anything imports keras"
+            f"Keras is using the {keras.backend.backend()!r} backend; set "
+            "KERAS_BACKEND=jax before anything imports keras"
         )
     return keras
 
 
 class KerasTwin:
-    """How one of our layer classes maps onto Keras: the Keras layers it becomes, and its arrays both ways.
+    """How one of our layer classes maps onto Keras: the Keras layers it becomes, and
+    its arrays both ways.
 
-    ``build(layer, data_format)`` returns a list of Keras layers; ``weights(layer, flattened_from,
-    data_format)`` our arrays in the order and layout of the Keras layer's ``set_weights`` (or None);
-    ``grads(keras_grads)`` the Keras layer's trainable gradients, in its order, as our ``name -> array``.
+    ``build(layer, data_format)`` returns a list of Keras layers;
+    ``weights(layer, flattened_from, data_format)`` our arrays in the order and layout
+    of the Keras layer's ``set_weights`` (or None); ``grads(keras_grads)`` the Keras
+    layer's trainable gradients, in its order, as our ``name -> array``.
     """
 
     def __init__(self, build, weights=None, grads=None):
@@ -69,14 +74,15 @@ def _dense_weights(layer, flattened_from, data_format):
 
 
 def keras_twins():
-    """The mapping of our layer classes onto Keras, built when Keras is first needed (keras is optional)."""
+    """The mapping of our layer classes onto Keras, built when Keras is first needed
+    (keras is optional)."""
     return {
         ConvLayer: KerasTwin(
             _conv_layers,
             lambda layer, flat, fmt: [
-                layer.weights.transpose(2, 3, 1, 0),
+                layer.weights.transpose(2, 3, 1, 0),  # (F, C, K, K) -> (K, K, C, F)
                 layer.biases,
-            ],  # (F, C, K, K) -> (K, K, C, F)
+            ],
             lambda g: {
                 "weights": np.asarray(g[0]).transpose(3, 2, 0, 1),
                 "biases": np.asarray(g[1]),
@@ -90,8 +96,8 @@ def keras_twins():
                 )
             ]
         ),
-        # Keras flattens in memory order with its default data_format ("channels_first" here would first
-        # move the channels last).
+        # Keras flattens in memory order with its default data_format ("channels_first"
+        # here would first move the channels last).
         Flatten: KerasTwin(lambda layer, fmt: [keras.layers.Flatten()]),
         FullyConnectedLayer: KerasTwin(
             lambda layer, fmt: [keras.layers.Dense(layer.output_size)],
@@ -120,7 +126,8 @@ def keras_twins():
 
 
 def _twin(layer):
-    """The KerasTwin of ``layer``'s class (exactly its class: a subclass may compute something else)."""
+    """The KerasTwin of ``layer``'s class (exactly its class: a subclass may compute
+    something else)."""
     twins = keras_twins()
     if type(layer) not in twins:
         raise TypeError(
@@ -131,21 +138,24 @@ def _twin(layer):
 
 
 def to_keras(model, data_format="channels_first"):
-    """Build a Keras ``Sequential`` equivalent to our ``model`` and copy its current weights in.
+    """Build a Keras ``Sequential`` equivalent to our ``model`` and copy its current
+    weights in.
 
-    Supports ConvLayer, ReLU, MaxPoolLayer, Flatten, FullyConnectedLayer, Dropout and BatchNorm. The
-    Keras model outputs logits (no softmax), like our last layer.
+    Supports ConvLayer, ReLU, MaxPoolLayer, Flatten, FullyConnectedLayer, Dropout and
+    BatchNorm. The Keras model outputs logits (no softmax), like our last layer.
 
     Parameters
     ----------
     data_format : {"channels_first", "channels_last"}
-        ``"channels_first"`` takes our (N, C, H, W) images as they are. ``"channels_last"`` builds the
-        layout Keras uses by default (and runs fastest on a CPU): it takes (N, H, W, C) images, and the
-        rows of the first dense layer are reordered to match its (H, W, C) flattening.
+        ``"channels_first"`` takes our (N, C, H, W) images as they are.
+        ``"channels_last"`` builds the layout Keras uses by default (and runs fastest on
+        a CPU): it takes (N, H, W, C) images, and the rows of the first dense layer are
+        reordered to match its (H, W, C) flattening.
     """
     if data_format not in ("channels_first", "channels_last"):
         raise ValueError(
-            f"to_keras: data_format must be 'channels_first' or 'channels_last'; got {data_format!r}"
+            "to_keras: data_format must be 'channels_first' or 'channels_last'; got "
+            f"{data_format!r}"
         )
     import_keras()
     C, H, W = model.input_shape
@@ -164,7 +174,8 @@ def _keras_param_layers(kmodel):
 
 
 def copy_weights_to_keras(model, kmodel, data_format="channels_first"):
-    """Copy our parameters (and BatchNorm's running statistics) into the Keras model built by :func:`to_keras`."""
+    """Copy our parameters (and BatchNorm's running statistics) into the Keras model
+    built by :func:`to_keras`."""
     shape = model.input_shape
     flattened_from = None  # (C, H, W) of the last Flatten's input, for channels_last
     ours = []
@@ -173,9 +184,8 @@ def copy_weights_to_keras(model, kmodel, data_format="channels_first"):
             flattened_from = shape
         if layer.params:
             ours.append((layer, flattened_from))
-            flattened_from = (
-                None  # only the first dense layer after a Flatten sees its ordering
-            )
+            # only the first dense layer after a Flatten sees its ordering
+            flattened_from = None
         shape = layer.output_shape(shape)
     for (layer, flat), theirs in zip(ours, _keras_param_layers(kmodel), strict=True):
         theirs.set_weights(_twin(layer).weights(layer, flat, data_format))
@@ -184,10 +194,11 @@ def copy_weights_to_keras(model, kmodel, data_format="channels_first"):
 def keras_grads(kmodel, X, y, model, training=False):
     """Gradients of the mean cross-entropy of the Keras model, in our names and layouts.
 
-    ``kmodel`` was built by ``to_keras(model)`` (channels first). With ``training=True`` batch
-    normalisation uses the batch's statistics, as our ``model.logits(X, training=True)`` does (and
-    dropout drops at random: compare models without it). Returns a list with one dict (name -> array,
-    like ``layer.grads``) per parameter layer of ``model``, in order, and the loss.
+    ``kmodel`` was built by ``to_keras(model)`` (channels first). With ``training=True``
+    batch normalisation uses the batch's statistics, as our
+    ``model.logits(X, training=True)`` does (and dropout drops at random: compare models
+    without it). Returns a list with one dict (name -> array, like ``layer.grads``) per
+    parameter layer of ``model``, in order, and the loss.
     """
     import jax
     import jax.numpy as jnp
@@ -209,9 +220,8 @@ def keras_grads(kmodel, X, y, model, training=False):
     for layer, theirs in zip(
         model.param_layers, _keras_param_layers(kmodel), strict=True
     ):
-        count = len(
-            theirs.trainable_weights
-        )  # Dense and Conv2D: kernel, bias; BatchNormalization: gamma, beta
+        # Dense and Conv2D: kernel, bias; BatchNormalization: gamma, beta
+        count = len(theirs.trainable_weights)
         out.append(_twin(layer).grads(grads[start : start + count]))
         start += count
     return out, float(loss)
@@ -220,11 +230,12 @@ def keras_grads(kmodel, X, y, model, training=False):
 def train_keras(
     model, X_train, y_train, X_test, y_test, epochs=5, batch_size=32, verbose=0
 ):
-    """Train ``to_keras(model)`` the way ``model.train`` trains: plain SGD on the mean cross-entropy,
-    our model's learning rate multiplied by its ``lr_decay`` after every epoch, batches of
-    ``batch_size`` shuffled every epoch.
+    """Train ``to_keras(model)`` the way ``model.train`` trains: plain SGD on the mean
+    cross-entropy, our model's learning rate multiplied by its ``lr_decay`` after every
+    epoch, batches of ``batch_size`` shuffled every epoch.
 
-    Returns a history dict like ours: ``accuracy``, ``val_accuracy``, ``seconds`` per epoch.
+    Returns a history dict like ours: ``accuracy``, ``val_accuracy``, ``seconds`` per
+    epoch.
     """
     import time
 
@@ -263,8 +274,9 @@ def train_keras(
 
 
 def _main(argv=None):
-    """``python -m cnn.keras_compat ours|keras --epochs E --limit N``: train SimpleCNN(seed) in one system,
-    in a process of its own, and print its history as JSON (used by the book's comparison chapter)."""
+    """``python -m cnn.keras_compat ours|keras --epochs E --limit N``: train
+    SimpleCNN(seed) in one system, in a process of its own, and print its history as
+    JSON (used by the book's comparison chapter)."""
     import argparse
     import json
 
@@ -287,9 +299,8 @@ def _main(argv=None):
     X_train, y_train = X_train[: args.limit], y_train[: args.limit]
     model = SimpleCNN(seed=args.seed)
     if args.system == "keras":
-        import_keras().utils.set_random_seed(
-            args.seed
-        )  # Keras shuffles the batches itself: seeded, a run repeats
+        # Keras shuffles the batches itself: seeded, a run repeats
+        import_keras().utils.set_random_seed(args.seed)
         history = train_keras(
             model, X_train, y_train, X_test, y_test, args.epochs, args.batch_size
         )

@@ -1,8 +1,9 @@
 """Softmax and cross-entropy (Part 7), and the gradient that starts backpropagation.
 
-The activity's ``softmax`` and ``cross_entropy_loss`` (of probabilities) are for the chapters; training
-uses :func:`softmax_cross_entropy`, the loss and its gradient from the logits in one call, and every
-loss the package reports is computed from logits (:func:`cross_entropy_from_logits`).
+The activity's ``softmax`` and ``cross_entropy_loss`` (of probabilities) are for the
+chapters; training uses :func:`softmax_cross_entropy`, the loss and its gradient from
+the logits in one call, and every loss the package reports is computed from logits
+(:func:`cross_entropy_from_logits`).
 
 Explained in the chapter *Softmax and cross-entropy*.
 """
@@ -15,8 +16,9 @@ from ._checks import check_array, check_labels
 def softmax(x):
     """Numerically stable softmax over the last axis.
 
-    Subtracting each row's maximum before ``exp`` changes nothing mathematically (the factor
-    ``exp(-max)`` cancels) but keeps every exponent <= 0, so nothing overflows: logits of 1e4 work.
+    Subtracting each row's maximum before ``exp`` changes nothing mathematically (the
+    factor ``exp(-max)`` cancels) but keeps every exponent <= 0, so nothing overflows:
+    logits of 1e4 work.
 
     Parameters
     ----------
@@ -39,14 +41,16 @@ def softmax(x):
 
 
 def log_softmax(x):
-    """``log(softmax(x))`` computed without forming the probabilities: exact even where they underflow."""
+    """``log(softmax(x))`` computed without forming the probabilities: exact even where
+    they underflow."""
     x = check_array("log_softmax: x", x, shape_doc="(N, num_classes)")
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def cross_entropy_loss(predictions, labels):
-    """Mean negative log-probability of the true class: ``-mean(log(predictions[n, labels[n]]))``.
+    """Mean negative log-probability of the true class:
+    ``-mean(log(predictions[n, labels[n]]))``.
 
     Parameters
     ----------
@@ -58,8 +62,9 @@ def cross_entropy_loss(predictions, labels):
     Returns
     -------
     loss : float
-        Finite even when a probability has underflowed to 0: such probabilities are clipped to the
-        smallest positive normal number of their dtype (a loss of about 87 in float32, 708 in float64).
+        Finite even when a probability has underflowed to 0: such probabilities are
+        clipped to the smallest positive normal number of their dtype (a loss of
+        about 87 in float32, 708 in float64).
     """
     predictions = check_array(
         "cross_entropy_loss: predictions",
@@ -69,15 +74,16 @@ def cross_entropy_loss(predictions, labels):
     )
     if predictions.min() < 0 or predictions.max() > 1:
         raise ValueError(
-            "cross_entropy_loss: predictions must be probabilities in [0, 1] (apply softmax to "
-            f"logits first); got values from {predictions.min():g} to {predictions.max():g}"
+            "cross_entropy_loss: predictions must be probabilities in [0, 1] (apply "
+            f"softmax to logits first); got values from {predictions.min():g} to "
+            f"{predictions.max():g}"
         )
     sums = predictions.sum(axis=1)
     if not np.allclose(sums, 1.0, atol=1e-3):
         worst = int(np.argmax(np.abs(sums - 1.0)))
         raise ValueError(
-            "cross_entropy_loss: predictions must be probabilities, each row summing to 1 "
-            f"(apply softmax to logits first); row {worst} sums to {sums[worst]:g}"
+            "cross_entropy_loss: predictions must be probabilities, each row summing "
+            f"to 1 (apply softmax to logits first); row {worst} sums to {sums[worst]:g}"
         )
     N, num_classes = predictions.shape
     labels = check_labels("cross_entropy_loss: labels", labels, num_classes, n=N)
@@ -86,7 +92,8 @@ def cross_entropy_loss(predictions, labels):
 
 
 def cross_entropy_from_logits(logits, labels):
-    """Cross-entropy computed from logits with :func:`log_softmax`; exact where probabilities underflow."""
+    """Cross-entropy computed from logits with :func:`log_softmax`; exact where
+    probabilities underflow."""
     logits = check_array(
         "cross_entropy_from_logits: logits",
         logits,
@@ -99,10 +106,12 @@ def cross_entropy_from_logits(logits, labels):
 
 
 def softmax_cross_entropy_gradient(probs, labels):
-    """Gradient of the mean cross-entropy with respect to the logits: ``(probs - one_hot(labels)) / N``.
+    """Gradient of the mean cross-entropy with respect to the logits:
+    ``(probs - one_hot(labels)) / N``.
 
-    The softmax Jacobian and the derivative of ``-log`` cancel to this simple form, which is why the
-    model starts backpropagation at the logits rather than at the probabilities.
+    The softmax Jacobian and the derivative of ``-log`` cancel to this simple form,
+    which is why the model starts backpropagation at the logits rather than at the
+    probabilities.
 
     Parameters
     ----------
@@ -123,10 +132,12 @@ def softmax_cross_entropy_gradient(probs, labels):
 
 
 def softmax_cross_entropy(logits, labels):
-    """The mean cross-entropy of ``logits`` and its gradient with respect to them, computed together.
+    """The mean cross-entropy of ``logits`` and its gradient with respect to them,
+    computed together.
 
-    What a training step needs: the same loss as :func:`cross_entropy_from_logits` and the same gradient
-    as ``softmax_cross_entropy_gradient(softmax(logits), labels)``, in one call.
+    What a training step needs: the same loss as :func:`cross_entropy_from_logits` and
+    the same gradient as ``softmax_cross_entropy_gradient(softmax(logits), labels)``, in
+    one call.
 
     Parameters
     ----------
@@ -136,7 +147,8 @@ def softmax_cross_entropy(logits, labels):
     Returns
     -------
     loss : float
-        ``-mean(log_softmax(logits)[n, labels[n]])``, exact even where a probability underflows.
+        ``-mean(log_softmax(logits)[n, labels[n]])``, exact even where a probability
+        underflows.
     dlogits : ndarray of shape (N, num_classes)
         ``(softmax(logits) - one_hot(labels)) / N``.
     """

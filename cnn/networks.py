@@ -1,19 +1,22 @@
-"""Ready-made networks: the activity's ``SimpleCNN`` (Part 8), and ``two_conv_net`` and ``deep_cnn`` (bonus challenge 1).
+"""Ready-made networks: the activity's ``SimpleCNN`` (Part 8), and ``two_conv_net`` and
+``deep_cnn`` (bonus challenge 1).
 
-Each is a :class:`cnn.model.Sequential`, so they all train, predict, evaluate and save alike.
+Each is a :class:`cnn.model.Sequential`, so they all train, predict, evaluate and save
+alike.
 
 ``two_conv_net`` is the activity's bonus architecture::
 
     Conv 3x3 -> ReLU -> Conv 3x3 -> ReLU -> MaxPool 2x2 -> Flatten -> FC -> softmax
 
-``deep_cnn`` is two stages of [Conv 3x3 -> BatchNorm -> ReLU] x 2 -> MaxPool 2x2, then a hidden dense layer
-with dropout; for (N, 1, 28, 28) MNIST images::
+``deep_cnn`` is two stages of [Conv 3x3 -> BatchNorm -> ReLU] x 2 -> MaxPool 2x2, then a
+hidden dense layer with dropout; for (N, 1, 28, 28) MNIST images::
 
-    (1, 28, 28) -> stage 1 -> (F1, 14, 14) -> stage 2 -> (F2, 7, 7) -> FC(F2*49 -> 128) -> ReLU -> Dropout
-                -> FC(128 -> 10)
+    (1, 28, 28) -> stage 1 -> (F1, 14, 14) -> stage 2 -> (F2, 7, 7)
+                -> FC(F2*49 -> 128) -> ReLU -> Dropout -> FC(128 -> 10)
 
-Trained with the settings in :data:`DEEP_CNN_TRAINING` (5 epochs of Adam) it reaches 99.5% test accuracy
-on MNIST in about ten minutes on two CPU cores (``python -m cnn train --model deep --validate``).
+Trained with the settings in :data:`DEEP_CNN_TRAINING` (5 epochs of Adam) it
+reaches 99.5% test accuracy on MNIST in about ten minutes on two CPU cores
+(``python -m cnn train --model deep --validate``).
 """
 
 import numpy as np
@@ -27,18 +30,20 @@ from .optim import make_optimizer
 
 
 class SimpleCNN(Sequential):
-    """The activity's network (Part 8): Conv(8 filters, 3x3, padding 1) -> ReLU -> MaxPool 2x2 -> Flatten
-    -> FC(1568 -> 10) -> softmax, for (N, 1, 28, 28) images.
+    """The activity's network (Part 8): Conv(8 filters, 3x3, padding 1) -> ReLU ->
+    MaxPool 2x2 -> Flatten -> FC(1568 -> 10) -> softmax, for (N, 1, 28, 28) images.
 
     Parameters
     ----------
     learning_rate : float, default 0.2
-        Plain SGD step size at the first epoch. With He-initialised weights and the mean loss over a
-        batch of 32, this is large enough to reach 98% test accuracy in ten epochs.
+        Plain SGD step size at the first epoch. With He-initialised weights and the mean
+        loss over a batch of 32, this is large enough to reach 98% test accuracy in ten
+        epochs.
     lr_decay : float, default 0.8
         Each epoch's learning rate is the previous one times ``lr_decay``.
     seed : int, default 0
-        Seeds the initial weights and the shuffling: the same seed gives the same weights and history.
+        Seeds the initial weights and the shuffling: the same seed gives the same
+        weights and history.
     optimizer : optional
         An optimizer from :mod:`cnn.optim` instead of plain SGD.
     impl : {"vectorized", "loops"}
@@ -74,12 +79,14 @@ class SimpleCNN(Sequential):
         )
 
 
-#: Recommended training settings for :func:`deep_cnn` (also its defaults for the learning rate, the
-#: decay and the optimizer): ``model.train(X, y, epochs=..., batch_size=...)``. Measured on the full
-#: MNIST data (seeds 0 and 1, the two runs side by side on two CPU cores, 85-95 s per epoch each): test
-#: accuracy 98.8-98.9%, 99.0-99.2%, 99.2-99.3%, 99.3% and 99.5% after epochs 1 to 5. The fifth epoch, at
-#: a small learning rate, steadies the result: in an earlier version of the package, whose float32
-#: rounding differed, the two seeds were 0.16 points apart after four epochs and 0.01 after five.
+#: Recommended training settings for :func:`deep_cnn` (also its defaults for the
+#: learning rate, the decay and the optimizer):
+#: ``model.train(X, y, epochs=..., batch_size=...)``. Measured on the full MNIST data
+#: (seeds 0 and 1, the two runs side by side on two CPU cores, 85-95 s per epoch each):
+#: test accuracy 98.8-98.9%, 99.0-99.2%, 99.2-99.3%, 99.3% and 99.5% after epochs 1
+#: to 5. The fifth epoch, at a small learning rate, steadies the result: in an earlier
+#: version of the package, whose float32 rounding differed, the two seeds were 0.16
+#: points apart after four epochs and 0.01 after five.
 DEEP_CNN_TRAINING = {
     "epochs": 5,
     "batch_size": 64,
@@ -90,7 +97,8 @@ DEEP_CNN_TRAINING = {
 
 
 def _check_input_shape(input_shape, pools):
-    """Check (C, H, W) and that H and W survive ``pools`` halvings; return it as a tuple of ints."""
+    """Check (C, H, W) and that H and W survive ``pools`` halvings; return it as a tuple
+    of ints."""
     if len(tuple(input_shape)) != 3:
         raise ValueError(f"input_shape must be (C, H, W); got {input_shape!r}")
     C, H, W = (check_int("input_shape", v, 1) for v in input_shape)
@@ -112,14 +120,16 @@ def two_conv_net(
     num_classes=10,
     dtype=np.float32,
 ):
-    """Conv -> ReLU -> Conv -> ReLU -> MaxPool -> Flatten -> FC, the activity's first bonus challenge.
+    """Conv -> ReLU -> Conv -> ReLU -> MaxPool -> Flatten -> FC, the activity's first
+    bonus challenge.
 
     Parameters
     ----------
     seed : int
         Seeds the initial weights and the shuffling.
     filters : (int, int)
-        Number of filters of the two 3x3 convolutions (both with padding 1, so H and W are kept).
+        Number of filters of the two 3x3 convolutions (both with padding 1, so H and W
+        are kept).
     learning_rate, lr_decay : float
         As in :class:`cnn.model.Sequential`.
     optimizer : None, "sgd", "momentum", "adam" or an optimizer object
@@ -160,7 +170,8 @@ def two_conv_net(
 
 
 def _stage(in_channels, out_channels, convs, rng, dtype):
-    """``convs`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU], then MaxPool 2x2: (C, H, W) -> (F, H/2, W/2)."""
+    """``convs`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU], then MaxPool 2x2:
+    (C, H, W) -> (F, H/2, W/2)."""
     layers = []
     for i in range(convs):
         layers += [
@@ -191,10 +202,12 @@ def deep_cnn(
     num_classes=10,
     dtype=np.float32,
 ):
-    """A two-stage convolutional network with batch normalisation and dropout, for >= 99.3% on MNIST.
+    """A two-stage convolutional network with batch normalisation and dropout,
+    for >= 99.3% on MNIST.
 
-    Layers: for each of the two stages, ``convs_per_stage`` x [Conv 3x3 (padding 1) -> BatchNorm -> ReLU]
-    and a 2x2 max pooling; then Flatten -> FC(-> hidden) -> ReLU -> Dropout -> FC(-> num_classes).
+    Layers: for each of the two stages, ``convs_per_stage`` x [Conv 3x3 (padding 1) ->
+    BatchNorm -> ReLU] and a 2x2 max pooling; then Flatten -> FC(-> hidden) -> ReLU ->
+    Dropout -> FC(-> num_classes).
 
     Parameters
     ----------
@@ -208,8 +221,8 @@ def deep_cnn(
     dropout : float in [0, 1)
         Dropout rate before the last layer.
     learning_rate, lr_decay, optimizer
-        Defaults from :data:`DEEP_CNN_TRAINING`; ``optimizer`` is "sgd", "momentum", "adam", an
-        optimizer object, or None for plain SGD.
+        Defaults from :data:`DEEP_CNN_TRAINING`; ``optimizer`` is "sgd", "momentum",
+        "adam", an optimizer object, or None for plain SGD.
     input_shape : (C, H, W)
         H and W must be at least 4 (two 2x2 poolings); 28x28 for MNIST.
     num_classes : int

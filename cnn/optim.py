@@ -1,7 +1,9 @@
-"""Optimizers that update every layer's ``params`` from its ``grads``: SGD, momentum (and Nesterov), Adam.
+"""Optimizers that update every layer's ``params`` from its ``grads``: SGD, momentum
+(and Nesterov), Adam.
 
-Explained in the chapter *Optimizers*. Each optimizer keeps its state (velocities, moment estimates)
-per parameter array, keyed by the array's identity, and updates the arrays in place.
+Explained in the chapter *Optimizers*. Each optimizer keeps its state (velocities,
+moment estimates) per parameter array, keyed by the array's identity, and updates the
+arrays in place.
 """
 
 import numpy as np
@@ -11,10 +13,11 @@ from .config import Configurable
 
 
 class Optimizer(Configurable):
-    """Base class: ``step(layers, learning_rate=None)`` updates every layer's ``params`` from its ``grads``.
+    """Base class: ``step(layers, learning_rate=None)`` updates every layer's ``params``
+    from its ``grads``.
 
-    Subclasses are found by name (:func:`make_optimizer`, ``load_model``) and rebuilt from their
-    constructor arguments, as layers are.
+    Subclasses are found by name (:func:`make_optimizer`, ``load_model``) and rebuilt
+    from their constructor arguments, as layers are.
     """
 
     registry = {}  # class name -> class, filled as each subclass is defined
@@ -25,18 +28,19 @@ class Optimizer(Configurable):
 
 
 def make_optimizer(optimizer, learning_rate):
-    """An optimizer from its name, any case ("sgd", "momentum", "adam"); an optimizer object or None is
-    returned as is.
+    """An optimizer from its name, any case ("sgd", "momentum", "adam"); an optimizer
+    object or None is returned as is.
 
-    ``Sequential`` passes each epoch's learning rate to the optimizer, so the optimizer's own
-    ``learning_rate`` is only its default.
+    ``Sequential`` passes each epoch's learning rate to the optimizer, so the
+    optimizer's own ``learning_rate`` is only its default.
     """
     if optimizer is None or not isinstance(optimizer, str):
         return optimizer
     names = {name.lower(): cls for name, cls in Optimizer.registry.items()}
     if optimizer.lower() not in names:
         raise ValueError(
-            f"optimizer must be one of {sorted(names)} or an optimizer object; got {optimizer!r}"
+            f"optimizer must be one of {sorted(names)} or an optimizer object; got "
+            f"{optimizer!r}"
         )
     return names[optimizer.lower()](learning_rate)
 
@@ -57,10 +61,11 @@ class SGD(Optimizer):
 
 
 class Momentum(SGD):
-    """SGD with momentum: ``v = mu * v - lr * g``; ``p += v`` (or the Nesterov look-ahead form).
+    """SGD with momentum: ``v = mu * v - lr * g``; ``p += v`` (or the Nesterov
+    look-ahead form).
 
-    Nesterov's variant applies ``p += mu * v - lr * g``: the step that the velocity is about to take,
-    corrected by the gradient.
+    Nesterov's variant applies ``p += mu * v - lr * g``: the step that the velocity is
+    about to take, corrected by the gradient.
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False):
@@ -88,14 +93,19 @@ class Momentum(SGD):
                     p += v
 
     def __repr__(self):
-        return f"Momentum(learning_rate={self.learning_rate}, momentum={self.momentum}, nesterov={self.nesterov})"
+        return (
+            f"Momentum(learning_rate={self.learning_rate}, momentum={self.momentum}, "
+            f"nesterov={self.nesterov})"
+        )
 
 
 class Adam(SGD):
-    """Adam (Kingma and Ba, 2015): per-parameter steps from bias-corrected first and second moments.
+    """Adam (Kingma and Ba, 2015): per-parameter steps from bias-corrected first and
+    second moments.
 
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2``,
-    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1**t)``, ``v_hat = v / (1 - b2**t)``.
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1**t)``,
+    ``v_hat = v / (1 - b2**t)``.
     """
 
     def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -108,9 +118,8 @@ class Adam(SGD):
         lr = self.learning_rate if learning_rate is None else learning_rate
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        scale = (
-            lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
-        )  # both bias corrections in one factor
+        # both bias corrections in one factor
+        scale = lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for layer in layers:
             for name, p in layer.params.items():
                 g = layer.grads[name]
@@ -123,4 +132,7 @@ class Adam(SGD):
                 p -= (scale * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False)
 
     def __repr__(self):
-        return f"Adam(learning_rate={self.learning_rate}, beta1={self.beta1}, beta2={self.beta2})"
+        return (
+            f"Adam(learning_rate={self.learning_rate}, beta1={self.beta1}, "
+            f"beta2={self.beta2})"
+        )

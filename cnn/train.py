@@ -1,7 +1,8 @@
-"""Training and evaluation (Part 10): the loop over epochs and mini-batches, one training step, ``evaluate``.
+"""Training and evaluation (Part 10): the loop over epochs and mini-batches, one
+training step, ``evaluate``.
 
-Explained in the chapter *Training and evaluation*. ``SimpleCNN.train`` (any ``Sequential``'s ``train``)
-calls :func:`train`.
+Explained in the chapter *Training and evaluation*. ``SimpleCNN.train`` (any
+``Sequential``'s ``train``) calls :func:`train`.
 """
 
 import contextlib
@@ -14,9 +15,9 @@ from threadpoolctl import threadpool_limits
 from ._checks import check_array, check_int, check_labels
 from .losses import cross_entropy_from_logits, softmax_cross_entropy
 
-#: A mean cross-entropy this large means the true class's logit sits about 1000 below another one:
-#: no sensible training run gets there (a uniform guess over 10 classes costs ln 10 = 2.3), so
-#: training stops and says it diverged.
+#: A mean cross-entropy this large means the true class's logit sits about 1000 below
+#: another one: no sensible training run gets there (a uniform guess over 10 classes
+#: costs ln 10 = 2.3), so training stops and says it diverged.
 DIVERGED_LOSS = 1000.0
 
 
@@ -36,26 +37,30 @@ def train(
     Parameters
     ----------
     model : Sequential
-        Its ``learning_rate`` and ``lr_decay`` set each epoch's learning rate, its ``rng`` the shuffling.
+        Its ``learning_rate`` and ``lr_decay`` set each epoch's learning rate, its
+        ``rng`` the shuffling.
     X_train : ndarray of shape (N, C, H, W)
     y_train : ndarray of shape (N,)
     epochs, batch_size : int
     validation_data : tuple (X_val, y_val) or None
         Evaluated at the end of every epoch.
     verbose : int
-        0 silent; 1 one line per epoch (plus a live progress line in a terminal); 2 progress lines
-        every 10% of an epoch even where the output is not a terminal.
+        0 silent; 1 one line per epoch (plus a live progress line in a terminal);
+        2 progress lines every 10% of an epoch even where the output is not a terminal.
     shuffle : bool
-        False takes the batches in the data's order (for experiments that must see the same batches).
+        False takes the batches in the data's order (for experiments that must see the
+        same batches).
     augment : callable or None
-        ``augment(X_batch, rng) -> X_batch``, applied to every training batch before its forward pass
-        with the model's generator (e.g. :func:`cnn.augment.augment_batch`); the data are not changed.
+        ``augment(X_batch, rng) -> X_batch``, applied to every training batch before its
+        forward pass with the model's generator
+        (e.g. :func:`cnn.augment.augment_batch`); the data are not changed.
 
     Returns
     -------
     history : dict of lists, one entry per epoch
-        ``loss`` and ``accuracy`` (running means over the epoch's batches), ``val_loss`` and
-        ``val_accuracy`` if there is validation data, ``seconds`` and ``learning_rate``.
+        ``loss`` and ``accuracy`` (running means over the epoch's batches), ``val_loss``
+        and ``val_accuracy`` if there is validation data, ``seconds`` and
+        ``learning_rate``.
     """
     X_train = check_array("train: X_train", X_train, ndim=4, shape_doc="(N, C, H, W)")
     y_train = check_labels("train: y_train", y_train, model.num_classes, n=len(X_train))
@@ -63,7 +68,8 @@ def train(
     batch_size = check_int("batch_size", batch_size, 1)
     if augment is not None and not callable(augment):
         raise TypeError(
-            f"augment must be a function (X, rng) -> X, e.g. augment_batch, or None; got {augment!r}"
+            "augment must be a function (X, rng) -> X, e.g. augment_batch, or None; "
+            f"got {augment!r}"
         )
     if validation_data is not None:
         X_val, y_val = validation_data
@@ -110,25 +116,25 @@ def train(
 
 
 def train_step(model, X, y, steps=None):
-    """One step of gradient descent on the batch (X, y): forward, loss, backward, update.
+    """One step of gradient descent on the batch (X, y): forward, loss, backward,
+    update.
 
-    ``steps`` are what the forward and backward passes run: ``model.layers`` by default, or the faster
-    ``model.training_steps()`` (the same logits). Returns the batch's mean cross-entropy before the
-    update and its logits (N, num_classes). Raises FloatingPointError if training has diverged.
+    ``steps`` are what the forward and backward passes run: ``model.layers`` by default,
+    or the faster ``model.training_steps()`` (the same logits). Returns the batch's mean
+    cross-entropy before the update and its logits (N, num_classes). Raises
+    FloatingPointError if training has diverged.
     """
     logits = model.logits(X, training=True, steps=steps)
-    loss, dlogits = softmax_cross_entropy(
-        logits, y
-    )  # the loss and its gradient with respect to the logits
+    # the loss and its gradient with respect to the logits
+    loss, dlogits = softmax_cross_entropy(logits, y)
     if not loss < DIVERGED_LOSS:  # also catches NaN
         _diverged(model, f"the loss reached {loss:.3g}")
-    with np.errstate(
-        over="ignore", invalid="ignore"
-    ):  # overflow is detected below, with a clear message
-        model.gradient(
-            dlogits, steps
-        )  # every layer's grads, walking the steps backwards
-        model.step()  # then, and only then, every parameter is updated
+    # overflow is detected below, with a clear message
+    with np.errstate(over="ignore", invalid="ignore"):
+        # every layer's grads, walking the steps backwards
+        model.gradient(dlogits, steps)
+        # then, and only then, every parameter is updated
+        model.step()
     if not all(
         np.isfinite(p).all()
         for layer in model.param_layers
@@ -146,7 +152,8 @@ def _diverged(model, what):
 
 
 def evaluate(model, X, y):
-    """Accuracy of ``model`` on (X, y): the fraction of images whose predicted class is the label.
+    """Accuracy of ``model`` on (X, y): the fraction of images whose predicted class is
+    the label.
 
     Parameters
     ----------
@@ -164,10 +171,12 @@ def evaluate(model, X, y):
 
 
 def blas_limits(model):
-    """A context in which BLAS uses at most ``model.blas_threads`` threads (None leaves BLAS alone).
+    """A context in which BLAS uses at most ``model.blas_threads`` threads (None leaves
+    BLAS alone).
 
-    The matrix products of a small network are too small to gain from a second thread, and when other
-    programs keep the cores busy, BLAS threads waiting for each other slow a step several-fold.
+    The matrix products of a small network are too small to gain from a second thread,
+    and when other programs keep the cores busy, BLAS threads waiting for each other
+    slow a step several-fold.
     """
     if model.blas_threads is None:
         return contextlib.nullcontext()
@@ -175,8 +184,9 @@ def blas_limits(model):
 
 
 class Progress:
-    """The lines that :func:`train` prints: one per epoch, and progress within an epoch (``verbose``
-    1 in a terminal, where a live line overwrites itself, or 2 anywhere, every 10% of an epoch)."""
+    """The lines that :func:`train` prints: one per epoch, and progress within an epoch
+    (``verbose`` 1 in a terminal, where a live line overwrites itself, or 2 anywhere,
+    every 10% of an epoch)."""
 
     def __init__(self, verbose, epochs, N, num_batches):
         self.verbose, self.epochs, self.N, self.num_batches = (
@@ -208,7 +218,10 @@ class Progress:
             f"accuracy {history['accuracy'][-1]:.4f}  {history['seconds'][-1]:.1f}s"
         )
         if "val_loss" in history:
-            line += f"  val_loss {history['val_loss'][-1]:.4f}  val_accuracy {history['val_accuracy'][-1]:.4f}"
+            line += (
+                f"  val_loss {history['val_loss'][-1]:.4f}  "
+                f"val_accuracy {history['val_accuracy'][-1]:.4f}"
+            )
         print(
             ("\r" if self.live else "") + line + (" " * 10 if self.live else ""),
             flush=True,

@@ -1,23 +1,26 @@
-"""Pictures for the book: digits, filters, feature maps, learning curves and confusion matrices.
+"""Pictures for the book: digits, filters, feature maps, learning curves and confusion
+matrices.
 
-Every function returns the matplotlib ``Figure`` it drew, with a title and labelled axes, so a chapter
-can show it, save it or ``glue`` it.
+Every function returns the matplotlib ``Figure`` it drew, with a title and labelled
+axes, so a chapter can show it, save it or ``glue`` it.
 """
 
 import numpy as np
 
 
 def _plt():
-    import matplotlib.pyplot as plt  # imported lazily: the layers do not need matplotlib
+    # imported lazily: the layers do not need matplotlib
+    import matplotlib.pyplot as plt
 
     return plt
 
 
 def _image_grid(pictures, titles, ncols, size, title, fontsize=8, **imshow):
-    """Draw ``pictures`` (a sequence of 2-D arrays) in a grid of ``ncols`` columns, each under its title.
+    """Draw ``pictures`` (a sequence of 2-D arrays) in a grid of ``ncols`` columns, each
+    under its title.
 
-    ``titles`` holds one ``(text, colour)`` per picture, or None. Returns the figure, its axes and the last
-    image drawn (for a colour bar).
+    ``titles`` holds one ``(text, colour)`` per picture, or None. Returns the figure,
+    its axes and the last image drawn (for a colour bar).
     """
     n = len(pictures)
     cols = max(1, min(ncols, n))
@@ -82,7 +85,8 @@ def show_images(
 
 
 def show_filters(weights, title="Filters", ncols=8, size=1.2):
-    """Each filter of the first input channel, on a symmetric colour scale (blue < 0 < red).
+    """Each filter of the first input channel, on a symmetric colour scale
+    (blue < 0 < red).
 
     Parameters
     ----------
@@ -127,17 +131,18 @@ def show_feature_maps(maps, title="Feature maps", ncols=8, size=1.3, cmap="virid
 def plot_history(
     histories, metrics=("loss", "val_accuracy"), title=None, percent=False
 ):
-    """Learning curves: one panel per metric, one line per run, or per setting trained over several seeds.
+    """Learning curves: one panel per metric, one line per run, or per setting trained
+    over several seeds.
 
     Parameters
     ----------
     histories : dict
-        Maps a run's name to the history dict returned by ``train``, or to a list of such dicts, one per
-        seed: then the line is the mean over the seeds and a band shows mean ± one (sample) standard
-        deviation.
+        Maps a run's name to the history dict returned by ``train``, or to a list of
+        such dicts, one per seed: then the line is the mean over the seeds and a band
+        shows mean ± one (sample) standard deviation.
     metrics : sequence of str, or dict
-        Keys of the history dicts, e.g. ``"loss"``, ``"accuracy"``, ``"val_accuracy"``; a dict maps each
-        key to the title of its panel.
+        Keys of the history dicts, e.g. ``"loss"``, ``"accuracy"``, ``"val_accuracy"``;
+        a dict maps each key to the title of its panel.
     percent : bool
         Show accuracies in percent.
     """
@@ -166,9 +171,8 @@ def plot_history(
     for ax, (metric, label) in zip(axes.flat, metrics.items(), strict=True):
         scale = 100 if percent and "accuracy" in metric else 1
         for name, runs in histories.items():
-            values = scale * np.array(
-                [run[metric] for run in runs], dtype=np.float64
-            )  # (seeds, epochs)
+            # (seeds, epochs)
+            values = scale * np.array([run[metric] for run in runs], dtype=np.float64)
             epochs = np.arange(1, values.shape[1] + 1)
             mean = values.mean(axis=0)
             legend = (
@@ -181,9 +185,8 @@ def plot_history(
                     epochs, mean - std, mean + std, color=line.get_color(), alpha=0.25
                 )
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(
-            MaxNLocator(integer=True)
-        )  # epochs are whole numbers
+        # epochs are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -196,11 +199,13 @@ def plot_history(
 
 
 def confusion_matrix(y_true, y_pred, num_classes=10):
-    """Counts ``cm[i, j]`` of images of class ``i`` predicted as class ``j``; shape (num_classes, num_classes)."""
+    """Counts ``cm[i, j]`` of images of class ``i`` predicted as class ``j``; shape
+    (num_classes, num_classes)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(
-            f"confusion_matrix: y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape"
+            f"confusion_matrix: y_true {y_true.shape} and y_pred {y_pred.shape} must "
+            "have the same shape"
         )
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (y_true, y_pred), 1)
@@ -208,16 +213,16 @@ def confusion_matrix(y_true, y_pred, num_classes=10):
 
 
 def plot_confusion_matrix(cm, title="Confusion matrix"):
-    """Draw a confusion matrix with its counts; the diagonal (correct answers) is left out of the colour scale."""
+    """Draw a confusion matrix with its counts; the diagonal (correct answers) is left
+    out of the colour scale."""
     cm = np.asarray(cm)
     off = cm.copy()
     np.fill_diagonal(off, 0)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     im = ax.imshow(off, cmap="Reds")
-    dark = off > 0.6 * max(
-        off.max(), 1
-    )  # cells where black text would be hard to read on dark red
+    # cells where black text would be hard to read on dark red
+    dark = off > 0.6 * max(off.max(), 1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             color = "navy" if i == j else ("white" if dark[i, j] else "black")
