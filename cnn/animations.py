@@ -1,26 +1,31 @@
-"""Animations of four mechanisms of the book, each frame computed by the package's own functions.
+"""Animations of four mechanisms of the book, each frame computed by the package's own
+functions.
 
-- :func:`animate_convolution`: the kernel slides over a zero-padded image with a stride and fills the
-  output, one output pixel per frame, each the :func:`cnn.conv.convolve2d` of the window under the kernel
-  (chapter *Convolution*).
-- :func:`animate_max_pooling`: max pooling forward, one window per frame (:func:`cnn.layers.max_with_winner`),
-  then backward, each window's upstream gradient routed to its winner (:func:`cnn.layers.route_to_winner`)
-  (chapter *Pooling*).
-- :func:`animate_im2col`: :func:`cnn.conv.im2col` unrolls each window into a column, one per frame, then one
-  matrix product computes every output pixel of every filter at once (chapter *The convolution layer*).
-- :func:`animate_input_gradient`: the input gradient of a convolution as a *full* convolution of the
-  upstream gradient (dilated when the stride is above 1) with the flipped kernel, one input pixel per
-  frame (chapter *Backpropagation through convolution*).
+- :func:`animate_convolution`: the kernel slides over a zero-padded image with a stride
+  and fills the output, one output pixel per frame, each the :func:`cnn.conv.convolve2d`
+  of the window under the kernel (chapter *Convolution*).
+- :func:`animate_max_pooling`: max pooling forward, one window per frame
+  (:func:`cnn.layers.max_with_winner`), then backward, each window's upstream gradient
+  routed to its winner (:func:`cnn.layers.route_to_winner`) (chapter *Pooling*).
+- :func:`animate_im2col`: :func:`cnn.conv.im2col` unrolls each window into a column, one
+  per frame, then one matrix product computes every output pixel of every filter at once
+  (chapter *The convolution layer*).
+- :func:`animate_input_gradient`: the input gradient of a convolution as a *full*
+  convolution of the upstream gradient (dilated when the stride is above 1) with the
+  flipped kernel, one input pixel per frame (chapter *Backpropagation through
+  convolution*).
 
-Each function computes all its frames first and returns a :class:`MechanismAnimation`, a matplotlib
-``FuncAnimation`` that also holds what each frame shows (``frames_data``) and the final arrays
-(``result``), so that a chapter can check that its last frame equals the package's result (the output
-of ``convolve2d``, ``MaxPoolLayer``, ``ConvLayer``). ``anim.to_html()`` is a JavaScript animation that
-needs neither a server nor a network connection; :func:`key_frames` draws a few frames side by side,
-as a static strip for a printed edition.
+Each function computes all its frames first and returns a :class:`MechanismAnimation`, a
+matplotlib ``FuncAnimation`` that also holds what each frame shows (``frames_data``) and
+the final arrays (``result``), so that a chapter can check that its last frame equals
+the package's result (the output of ``convolve2d``, ``MaxPoolLayer``, ``ConvLayer``).
+``anim.to_html()`` is a JavaScript animation that needs neither a server nor a network
+connection; :func:`key_frames` draws a few frames side by side, as a static strip for a
+printed edition.
 
-The pictures write the numbers in the cells, so they are made for small arrays (up to about 9 × 9)
-of small integers. Shapes: an image is ``(H, W)`` (one image, one channel), a kernel ``(K, K)``.
+The pictures write the numbers in the cells, so they are made for small arrays
+(up to about 9 × 9) of small integers. Shapes: an image is ``(H, W)`` (one image, one
+channel), a kernel ``(K, K)``.
 """
 
 import io
@@ -52,8 +57,9 @@ CROPPED = "#f2f2f2"  # padding rows/columns of a gradient, cut off at the end
 EDGE = "crimson"  # outline of the current window / cell
 _RGB = {}
 
-# Buttons of matplotlib's JavaScript player, drawn as characters instead of icons from a web font
-# (the player links Font Awesome from a CDN, which an offline page cannot load).
+# Buttons of matplotlib's JavaScript player, drawn as characters instead of icons from a
+# web font (the player links Font Awesome from a CDN, which an offline page cannot
+# load).
 _BUTTON_GLYPHS = {
     "fa fa-minus": "&minus;",
     "fa fa-fast-backward": "|&#9664;&#9664;",
@@ -68,7 +74,8 @@ _BUTTON_GLYPHS = {
 
 
 def _text(value):
-    """How a number is written in a cell: integers without decimals, NaN (not computed yet) as nothing."""
+    """How a number is written in a cell: integers without decimals, NaN
+    (not computed yet) as nothing."""
     if value is None or not np.isfinite(value):
         return ""
     if value == 0:
@@ -77,11 +84,12 @@ def _text(value):
 
 
 class _Grid:
-    """A matrix drawn as square cells with a number in each, on one Axes; row r, column c is at (c, r).
+    """A matrix drawn as square cells with a number in each, on one Axes; row r, column
+    c is at (c, r).
 
-    The cell colours are one image and the cell borders one line collection (a few artists instead of
-    one per cell), and the row and column numbers are plain texts rather than axis ticks: each frame is
-    drawn in full, so every artist counts.
+    The cell colours are one image and the cell borders one line collection (a few
+    artists instead of one per cell), and the row and column numbers are plain texts
+    rather than axis ticks: each frame is drawn in full, so every artist counts.
     """
 
     def __init__(
@@ -141,7 +149,8 @@ class _Grid:
         ax.set_title(title, fontsize=fontsize)
 
     def show(self, values, colors=None, bold=None):
-        """Write ``values`` (NaN: blank) into the cells, fill them with ``colors`` (an array of colour names)."""
+        """Write ``values`` (NaN: blank) into the cells, fill them with ``colors`` (an
+        array of colour names)."""
         for (r, c), value in np.ndenumerate(values):
             self.texts[r, c].set_text(_text(value))
             self.texts[r, c].set_fontweight(
@@ -154,7 +163,8 @@ class _Grid:
         self.image.set_data(rgb)
 
     def box(self, name, where, color=EDGE, lw=2.5, ls="-"):
-        """Outline rows ``r0:r1`` and columns ``c0:c1`` (``where = (r0, r1, c0, c1)``), or hide it (None)."""
+        """Outline rows ``r0:r1`` and columns ``c0:c1`` (``where = (r0, r1, c0, c1)``),
+        or hide it (None)."""
         if name not in self.boxes:
             self.boxes[name] = self.ax.add_patch(
                 Rectangle(
@@ -169,28 +179,31 @@ class _Grid:
 
 
 class _Canvas(FigureCanvasAgg):
-    """An Agg canvas that draws only when a frame is saved: FuncAnimation asks for an extra redraw after
-    each frame (``draw_idle``), which on a canvas without a window would draw every frame twice."""
+    """An Agg canvas that draws only when a frame is saved: FuncAnimation asks for an
+    extra redraw after each frame (``draw_idle``), which on a canvas without a window
+    would draw every frame twice."""
 
     def draw_idle(self, *args, **kwargs):
         pass
 
 
 def _figure(width, height, dpi):
-    """A figure outside pyplot (so a notebook never shows it as a static picture), drawn by Agg."""
+    """A figure outside pyplot (so a notebook never shows it as a static picture), drawn
+    by Agg."""
     fig = Figure(figsize=(width, height), dpi=dpi, facecolor="white")
     _Canvas(fig)
     return fig
 
 
 class MechanismAnimation(FuncAnimation):
-    """A ``FuncAnimation`` whose frames were all computed before drawing, and that keeps them.
+    """A ``FuncAnimation`` whose frames were all computed before drawing, and that keeps
+    them.
 
     Attributes
     ----------
     frames_data : list of dict
-        What each frame shows: arrays (NaN where a value is not computed yet), the current window,
-        and the caption. ``len(frames_data)`` is the number of frames.
+        What each frame shows: arrays (NaN where a value is not computed yet), the
+        current window, and the caption. ``len(frames_data)`` is the number of frames.
     result : dict of str to ndarray
         The arrays of the last frame, complete (the package's results, to compare with).
     figure : matplotlib.figure.Figure
@@ -222,15 +235,15 @@ class MechanismAnimation(FuncAnimation):
         return len(self.frames_data)
 
     def to_html(self):
-        """The animation as HTML with JavaScript controls, all frames embedded as PNG: works offline.
+        """The animation as HTML with JavaScript controls, all frames embedded as PNG:
+        works offline.
 
-        This is matplotlib's ``to_jshtml()`` with two changes: the buttons are drawn with characters
-        instead of a web font from a CDN, and the image starts on the first frame (so that the page
-        has a picture even before its script runs).
+        This is matplotlib's ``to_jshtml()`` with two changes: the buttons are drawn
+        with characters instead of a web font from a CDN, and the image starts on the
+        first frame (so that the page has a picture even before its script runs).
         """
-        with matplotlib.rc_context(
-            {"savefig.dpi": "figure"}
-        ):  # the frames at the figure's own dpi
+        # the frames at the figure's own dpi
+        with matplotlib.rc_context({"savefig.dpi": "figure"}):
             html = self.to_jshtml(default_mode="once")
         html = re.sub(
             r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">',
@@ -257,9 +270,11 @@ class MechanismAnimation(FuncAnimation):
         return self.to_html()
 
     def frame_image(self, k, dpi=None):
-        """Frame ``k`` drawn as an RGBA image, an ndarray of shape (height, width, 4) with values in [0, 1]."""
+        """Frame ``k`` drawn as an RGBA image, an ndarray of shape (height, width, 4)
+        with values in [0, 1]."""
         self._draw_frame_number(k)
-        self._draw_was_started = True  # drawn, if not played: matplotlib's "deleted without rendering" is moot
+        # drawn, if not played: matplotlib's "deleted without rendering" is moot
+        self._draw_was_started = True
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", dpi=dpi or self.figure.dpi)
         buffer.seek(0)
@@ -273,7 +288,8 @@ def key_frames(anim, frames=None, ncols=2, dpi=None, width=10.0):
     ----------
     anim : MechanismAnimation
     frames : sequence of int, optional
-        Which frames to draw; default: four frames spread from the first computed one to the last.
+        Which frames to draw; default: four frames spread from the first computed one to
+        the last.
     ncols : int
         Frames per row.
     dpi : float, optional
@@ -284,7 +300,8 @@ def key_frames(anim, frames=None, ncols=2, dpi=None, width=10.0):
     Returns
     -------
     matplotlib.figure.Figure
-        One panel per frame, titled "frame k of n" (each frame has its caption drawn in).
+        One panel per frame, titled "frame k of n" (each frame has its caption drawn
+        in).
     """
     import matplotlib.pyplot as plt
 
@@ -324,14 +341,16 @@ def _colors(shape, fill=PLAIN):
 
 
 def _padding_mask(H, W, padding):
-    """True on the zeros that padding adds around an (H, W) input: shape (H + 2p, W + 2p)."""
+    """True on the zeros that padding adds around an (H, W) input: shape
+    (H + 2p, W + 2p)."""
     is_pad = np.ones((H + 2 * padding, W + 2 * padding), dtype=bool)
     is_pad[padding : padding + H, padding : padding + W] = False
     return is_pad
 
 
 def _window_outline(grid, name, window, size):
-    """Outline a window whose top-left corner is ``window = (r, c)`` and whose size is ``(h, w)``, or hide it."""
+    """Outline a window whose top-left corner is ``window = (r, c)`` and whose size is
+    ``(h, w)``, or hide it."""
     grid.box(
         name,
         None
@@ -341,7 +360,8 @@ def _window_outline(grid, name, window, size):
 
 
 def _show_padded_input(grid, padded, is_pad, window, size):
-    """Draw the padded input: padding shaded, the window at ``window = (r, c)`` of ``size`` highlighted."""
+    """Draw the padded input: padding shaded, the window at ``window = (r, c)`` of
+    ``size`` highlighted."""
     colors = _colors(padded.shape)
     colors[is_pad] = PAD
     if window is not None:
@@ -353,24 +373,27 @@ def _show_padded_input(grid, padded, is_pad, window, size):
 
 
 def _as_float_matrix(name, array):
-    """``array`` as a float64 ndarray of shape (rows, columns), or a ValueError naming it."""
+    """``array`` as a float64 ndarray of shape (rows, columns), or a ValueError naming
+    it."""
     array = np.asarray(array, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got shape {array.shape}")
     return array
 
 
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # 1. Convolution: the kernel slides over the padded image with a stride.
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72):
-    """The kernel sliding over a zero-padded image with a stride, filling the output pixel by pixel.
+    """The kernel sliding over a zero-padded image with a stride, filling the output
+    pixel by pixel.
 
-    Frame 0 shows the padded image, the kernel and an empty output; frame ``1 + i*OW + j`` computes output
-    pixel ``(i, j)`` as ``convolve2d`` of the window under the kernel (the padded rows ``i*stride ...
-    i*stride + KH`` and columns ``j*stride ... j*stride + KW``) with the kernel.
+    Frame 0 shows the padded image, the kernel and an empty output; frame
+    ``1 + i*OW + j`` computes output pixel ``(i, j)`` as ``convolve2d`` of the window
+    under the kernel (the padded rows ``i*stride ... i*stride + KH`` and columns
+    ``j*stride ... j*stride + KW``) with the kernel.
 
     Parameters
     ----------
@@ -386,15 +409,16 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
     Returns
     -------
     MechanismAnimation
-        ``1 + OH*OW`` frames; ``result["out"]``, of shape (OH, OW), is the output of the last frame, to
-        compare with ``convolve2d(image, kernel, stride, padding)``.
+        ``1 + OH*OW`` frames; ``result["out"]``, of shape (OH, OW), is the output of the
+        last frame, to compare with ``convolve2d(image, kernel, stride, padding)``.
     """
     image, kernel = _as_float_matrix("image", image), _as_float_matrix("kernel", kernel)
     (H, W), (KH, KW) = image.shape, kernel.shape
     OH, OW = output_size(H, KH, stride, padding), output_size(W, KW, stride, padding)
     if OH < 1 or OW < 1:
         raise ValueError(
-            f"the {KH}x{KW} kernel does not fit the {H}x{W} image with padding {padding}"
+            f"the {KH}x{KW} kernel does not fit the {H}x{W} image "
+            f"with padding {padding}"
         )
     padded = np.pad(image, padding)
 
@@ -403,7 +427,8 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
         {
             "out": out.copy(),
             "position": None,
-            "caption": f"padding {padding} adds zeros (grey) around the image; press play to slide the kernel",
+            "caption": f"padding {padding} adds zeros (grey) around the image; "
+            "press play to slide the kernel",
         }
     ]
     for i in range(OH):
@@ -414,7 +439,8 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
                 {
                     "out": out.copy(),
                     "position": (i, j),
-                    "caption": f"out[{i}, {j}] = sum of window × kernel = {_text(out[i, j])}"
+                    "caption": f"out[{i}, {j}] = sum of window × kernel = "
+                    f"{_text(out[i, j])}"
                     + (
                         f"   (next window: {stride} to the right)"
                         if j + 1 < OW
@@ -454,17 +480,19 @@ def animate_convolution(image, kernel, stride=1, padding=0, interval=800, dpi=72
     return MechanismAnimation(fig, draw, frames, {"out": out.copy()}, interval)
 
 
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # 2. Max pooling: forward to each window's maximum, backward to each window's winner.
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=72):
-    """Max pooling forward, one window per frame, then backward, one upstream gradient per frame.
+    """Max pooling forward, one window per frame, then backward, one upstream gradient
+    per frame.
 
-    Forward frames take each window's maximum with ``max_with_winner`` over the ``P*P`` positions of the
-    window (the first maximum wins ties); backward frames send ``dout[i, j]`` to that window's winner with
-    ``route_to_winner``, adding to what the pixel already has when windows overlap.
+    Forward frames take each window's maximum with ``max_with_winner`` over the ``P*P``
+    positions of the window (the first maximum wins ties); backward frames send
+    ``dout[i, j]`` to that window's winner with ``route_to_winner``, adding to what the
+    pixel already has when windows overlap.
 
     Parameters
     ----------
@@ -479,8 +507,9 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
     Returns
     -------
     MechanismAnimation
-        ``1 + 2*OH*OW`` frames; ``result["out"]`` (OH, OW) and ``result["dX"]`` (H, W) are the output and
-        the input gradient of the last frame, to compare with ``MaxPoolLayer(pool_size, stride)``.
+        ``1 + 2*OH*OW`` frames; ``result["out"]`` (OH, OW) and ``result["dX"]`` (H, W)
+        are the output and the input gradient of the last frame, to compare with
+        ``MaxPoolLayer(pool_size, stride)``.
     """
     X = _as_float_matrix("X", X)
     H, W = X.shape
@@ -501,7 +530,8 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
         )
 
     def window_views(A, i, j):
-        """The P*P positions of window (i, j) of A, each a 1x1 view (a window of max_with_winner)."""
+        """The P*P positions of window (i, j) of A, each a 1x1 view (a window of
+        max_with_winner)."""
         return [
             A[i * s + u : i * s + u + 1, j * s + v : j * s + v + 1]
             for u in range(P)
@@ -519,7 +549,8 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
             "position": None,
             "won": won.copy(),
             "winner": None,
-            "caption": f"forward: the maximum of each {P}×{P} window, windows {s} apart",
+            "caption": f"forward: the maximum of each {P}×{P} window, "
+            f"windows {s} apart",
         }
     ]
     for i in range(OH):
@@ -537,8 +568,8 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
                     "position": (i, j),
                     "won": won.copy(),
                     "winner": at,
-                    "caption": f"window ({i}, {j}): maximum {_text(out[i, j])}, at row {at[0]}, "
-                    f"column {at[1]}"
+                    "caption": f"window ({i}, {j}): maximum {_text(out[i, j])}, "
+                    f"at row {at[0]}, column {at[1]}"
                     + (
                         " (the first of equal maxima)"
                         if np.sum(np.concatenate(window_views(X, i, j)) == out[i, j])
@@ -567,8 +598,8 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
                     "position": (i, j),
                     "won": won.copy(),
                     "winner": at,
-                    "caption": f"backward: dout[{i}, {j}] = {_text(dout[i, j])} goes to the winner at row "
-                    f"{at[0]}, column {at[1]}"
+                    "caption": f"backward: dout[{i}, {j}] = {_text(dout[i, j])} "
+                    f"goes to the winner at row {at[0]}, column {at[1]}"
                     + (
                         f", which now has {_text(before)} + {_text(dout[i, j])}"
                         if before
@@ -636,20 +667,22 @@ def animate_max_pooling(X, dout=None, pool_size=2, stride=2, interval=800, dpi=7
     )
 
 
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # 3. im2col: windows become columns, and one matrix product does the whole layer.
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def animate_im2col(
     image, weights, biases=None, stride=1, padding=0, interval=800, dpi=72
 ):
-    """im2col unrolling each window of an image into a column, then the single matrix product.
+    """im2col unrolling each window of an image into a column, then the single matrix
+    product.
 
-    Frame 0 shows the padded image and an empty ``cols``; frame ``1 + i*OW + j`` reveals column
-    ``i*OW + j`` of ``cols = im2col(image[None, None], K, stride, padding)`` and outlines the window it
-    came from; the last frame shows ``weights.reshape(F, K*K) @ cols + biases[:, None]``, all output
-    pixels of all filters from one product.
+    Frame 0 shows the padded image and an empty ``cols``; frame ``1 + i*OW + j`` reveals
+    column ``i*OW + j`` of ``cols = im2col(image[None, None], K, stride, padding)`` and
+    outlines the window it came from; the last frame shows
+    ``weights.reshape(F, K*K) @ cols + biases[:, None]``, all output pixels of all
+    filters from one product.
 
     Parameters
     ----------
@@ -665,8 +698,9 @@ def animate_im2col(
     Returns
     -------
     MechanismAnimation
-        ``OH*OW + 2`` frames; ``result["cols"]`` of shape (K*K, OH*OW) and ``result["out"]`` of shape
-        (F, OH, OW), the product reshaped, to compare with ``ConvLayer.forward`` on ``image[None, None]``.
+        ``OH*OW + 2`` frames; ``result["cols"]`` of shape (K*K, OH*OW) and
+        ``result["out"]`` of shape (F, OH, OW), the product reshaped, to compare with
+        ``ConvLayer.forward`` on ``image[None, None]``.
     """
     image = _as_float_matrix("image", image)
     weights = np.asarray(weights, dtype=np.float64)
@@ -674,7 +708,8 @@ def animate_im2col(
         weights = weights[:, 0]
     if weights.ndim != 3 or weights.shape[1] != weights.shape[2]:
         raise ValueError(
-            f"weights must have shape (F, K, K) or (F, 1, K, K); got {np.shape(weights)}"
+            "weights must have shape (F, K, K) or (F, 1, K, K); "
+            f"got {np.shape(weights)}"
         )
     F, K, _ = weights.shape
     biases = (
@@ -700,7 +735,8 @@ def animate_im2col(
             "cols": shown.copy(),
             "out": empty,
             "position": None,
-            "caption": f"im2col: each {K}×{K} window becomes one column of cols ({K * K}×{OH * OW})",
+            "caption": f"im2col: each {K}×{K} window becomes one column of cols "
+            f"({K * K}×{OH * OW})",
         }
     ]
     for i in range(OH):
@@ -711,8 +747,8 @@ def animate_im2col(
                     "cols": shown.copy(),
                     "out": empty,
                     "position": (i, j),
-                    "caption": f"column {i * OW + j} of cols: the window under output pixel ({i}, {j}), "
-                    f"read row by row",
+                    "caption": f"column {i * OW + j} of cols: "
+                    f"the window under output pixel ({i}, {j}), read row by row",
                 }
             )
     frames.append(
@@ -720,8 +756,8 @@ def animate_im2col(
             "cols": shown.copy(),
             "out": product.copy(),
             "position": None,
-            "caption": f"one matrix product: ({F}×{K * K} weights) @ ({K * K}×{OH * OW} cols) + biases"
-            f" = all {F * OH * OW} outputs",
+            "caption": f"one matrix product: ({F}×{K * K} weights) "
+            f"@ ({K * K}×{OH * OW} cols) + biases = all {F * OH * OW} outputs",
         }
     )
 
@@ -798,21 +834,24 @@ def animate_im2col(
     return MechanismAnimation(fig, draw, frames, result, interval)
 
 
-# --------------------------------------------------------------------------------------------------
-# 4. The input gradient: a full convolution of the (dilated) upstream gradient with the flipped kernel.
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
+# 4. The input gradient: a full convolution of the (dilated) upstream gradient with the
+#    flipped kernel.
+# --------------------------------------------------------------------------------------
 
 
 def animate_input_gradient(
     kernel, dout, input_shape, stride=1, padding=0, interval=700, dpi=72
 ):
-    """The input gradient of a convolution as a full convolution with the flipped kernel, pixel by pixel.
+    """The input gradient of a convolution as a full convolution with the flipped
+    kernel, pixel by pixel.
 
-    ``dout`` is dilated (``stride - 1`` zeros between its pixels) and padded with ``K - 1`` zeros on every
-    side; the kernel flipped in both axes slides over it, and each position gives one pixel of the
-    gradient of the padded input, ``convolve2d`` of the window with the flipped kernel. Cutting the
-    padding off gives ``dX``. Rows and columns of the input that no window reached (when the stride
-    does not divide ``H + 2*padding - K``) have gradient 0 from the start.
+    ``dout`` is dilated (``stride - 1`` zeros between its pixels) and padded with
+    ``K - 1`` zeros on every side; the kernel flipped in both axes slides over it, and
+    each position gives one pixel of the gradient of the padded input, ``convolve2d`` of
+    the window with the flipped kernel. Cutting the padding off gives ``dX``. Rows and
+    columns of the input that no window reached (when the stride does not divide
+    ``H + 2*padding - K``) have gradient 0 from the start.
 
     Parameters
     ----------
@@ -830,9 +869,10 @@ def animate_input_gradient(
     Returns
     -------
     MechanismAnimation
-        ``1 + FH*FW`` frames with ``FH = stride*(OH - 1) + K`` (``H + 2*padding`` for stride 1);
-        ``result["dX_padded"]`` (H + 2p, W + 2p) and ``result["dX"]`` (H, W), to compare with the ``dX``
-        of ``ConvLayer(1, K, 1, stride, padding)`` whose filter is ``kernel``.
+        ``1 + FH*FW`` frames with ``FH = stride*(OH - 1) + K`` (``H + 2*padding`` for
+        stride 1); ``result["dX_padded"]`` (H + 2p, W + 2p) and ``result["dX"]`` (H, W),
+        to compare with the ``dX`` of ``ConvLayer(1, K, 1, stride, padding)`` whose
+        filter is ``kernel``.
     """
     kernel, dout = _as_float_matrix("kernel", kernel), _as_float_matrix("dout", dout)
     K = kernel.shape[0]
@@ -843,17 +883,15 @@ def animate_input_gradient(
     OH, OW = output_size(H, K, s, p), output_size(W, K, s, p)
     if dout.shape != (OH, OW):
         raise ValueError(
-            f"dout must have the layer's output shape {(OH, OW)} for input {(H, W)}, kernel {K}, "
-            f"stride {s}, padding {p}; got {dout.shape}"
+            f"dout must have the layer's output shape {(OH, OW)} for input {(H, W)}, "
+            f"kernel {K}, stride {s}, padding {p}; got {dout.shape}"
         )
     dilated = np.zeros((s * (OH - 1) + 1, s * (OW - 1) + 1))
     dilated[::s, ::s] = dout
     full_input = np.pad(dilated, K - 1)
     flipped = kernel[::-1, ::-1]
-    FH, FW = (
-        dilated.shape[0] + K - 1,
-        dilated.shape[1] + K - 1,
-    )  # positions of the full convolution
+    # positions of the full convolution
+    FH, FW = dilated.shape[0] + K - 1, dilated.shape[1] + K - 1
     Hp, Wp = H + 2 * p, W + 2 * p  # FH <= Hp, FW <= Wp
 
     dXp = np.full((Hp, Wp), np.nan)
@@ -863,8 +901,9 @@ def animate_input_gradient(
         {
             "dXp": dXp.copy(),
             "position": None,
-            "caption": f"dout{' dilated (zeros between pixels),' if s > 1 else ''} padded with K − 1 = "
-            f"{K - 1} zeros; the kernel flipped in both axes slides over it",
+            "caption": f"dout{' dilated (zeros between pixels),' if s > 1 else ''} "
+            f"padded with K − 1 = {K - 1} zeros; the kernel flipped in both axes "
+            "slides over it",
         }
     ]
     for a in range(FH):
@@ -875,8 +914,8 @@ def animate_input_gradient(
                 {
                     "dXp": dXp.copy(),
                     "position": (a, b),
-                    "caption": f"dX{'' if p == 0 else 'p'}[{a}, {b}] = sum of window × flipped kernel = "
-                    f"{_text(dXp[a, b])}"
+                    "caption": f"dX{'' if p == 0 else 'p'}[{a}, {b}] = "
+                    f"sum of window × flipped kernel = {_text(dXp[a, b])}"
                     + ("" if inside else "   (in the padding: cut off)"),
                 }
             )

@@ -1,11 +1,13 @@
-"""What the book's chapters share: claims the build checks, errors shown on purpose, spreads over seeds.
+"""What the book's chapters share: claims the build checks, errors shown on purpose,
+spreads over seeds.
 
-Every sentence of the book about a computed result ("A beats B", "the two agree", "it converges
-faster") is backed by a :func:`claim` in its chapter, so that the build fails, quoting the sentence,
-the day the sentence stops being true. Comparisons between training runs are made over several seeds
-(:func:`over_seeds`, :class:`Spread`), and a difference is claimed only where it exceeds the spread
-(:func:`exceeds_noise`). A cell that shows an error on purpose runs inside :func:`expect_error`, which
-fails if the error is not raised. :class:`ChapterClock` times a chapter's code for its opening line.
+Every sentence of the book about a computed result ("A beats B", "the two agree", "it
+converges faster") is backed by a :func:`claim` in its chapter, so that the build fails,
+quoting the sentence, the day the sentence stops being true. Comparisons between
+training runs are made over several seeds (:func:`over_seeds`, :class:`Spread`), and a
+difference is claimed only where it exceeds the spread (:func:`exceeds_noise`). A cell
+that shows an error on purpose runs inside :func:`expect_error`, which fails if the
+error is not raised. :class:`ChapterClock` times a chapter's code for its opening line.
 """
 
 import contextlib
@@ -22,11 +24,13 @@ from threadpoolctl import threadpool_limits
 
 
 class ClaimError(AssertionError):
-    """A sentence of the book about a computed result does not hold for this build's results."""
+    """A sentence of the book about a computed result does not hold for this build's
+    results."""
 
 
 def _short(value):
-    """A figure for an error message: floats to 6 significant digits, also inside lists, dicts and arrays."""
+    """A figure for an error message: floats to 6 significant digits, also inside lists,
+    dicts and arrays."""
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.6g}"
     if isinstance(value, np.ndarray):
@@ -48,7 +52,8 @@ def _figures(figures):
 
 
 def claim(holds, sentence, **figures):
-    """Check that a sentence of the book holds for this build's results; fail the build if not.
+    """Check that a sentence of the book holds for this build's results; fail the build
+    if not.
 
     Parameters
     ----------
@@ -62,21 +67,25 @@ def claim(holds, sentence, **figures):
     Raises
     ------
     ClaimError
-        If ``holds`` is false: the message quotes the sentence and the figures that contradict it.
+        If ``holds`` is false: the message quotes the sentence and the figures that
+        contradict it.
     """
     if not bool(holds):
         detail = f" This build measured: {_figures(figures)}." if figures else ""
         raise ClaimError(
-            f'The book says "{sentence}", but that does not hold for this build.{detail}'
+            f'The book says "{sentence}", '
+            f"but that does not hold for this build.{detail}"
         )
 
 
 @contextlib.contextmanager
 def expect_error(error_type, match=None):
-    """Run a block that must raise ``error_type``; print the error's message, as a reader would see it.
+    """Run a block that must raise ``error_type``; print the error's message, as a
+    reader would see it.
 
-    The build fails (``ClaimError``) if the block raises nothing or if the message does not contain
-    ``match``; an error of another type is not caught, so it fails the cell as any error does.
+    The build fails (``ClaimError``) if the block raises nothing or if the message does
+    not contain ``match``; an error of another type is not caught, so it fails the cell
+    as any error does.
 
     Example::
 
@@ -95,13 +104,15 @@ def expect_error(error_type, match=None):
         print(f"{type(error).__name__}: {message}")
     else:
         raise ClaimError(
-            f"expected the code above to raise {error_type.__name__}, but it raised nothing"
+            f"expected the code above to raise {error_type.__name__}, "
+            "but it raised nothing"
         )
 
 
 @dataclass(frozen=True)
 class Spread:
-    """Results of one experiment repeated over seeds: their mean and sample standard deviation.
+    """Results of one experiment repeated over seeds: their mean and sample standard
+    deviation.
 
     Formats as ``mean ± std`` with the format spec applied to both: ``f"{s:.2f}"`` gives
     ``"98.12 ± 0.08"``.
@@ -145,16 +156,19 @@ class Spread:
 
 
 def spread(values, scale=1.0):
-    """A :class:`Spread` of ``values`` multiplied by ``scale`` (100 for accuracies as percentages)."""
+    """A :class:`Spread` of ``values`` multiplied by ``scale`` (100 for accuracies as
+    percentages)."""
     return Spread(tuple(scale * float(v) for v in values))
 
 
 def exceeds_noise(a, b):
-    """Whether the means of two :class:`Spread` differ by more than the sum of their standard deviations.
+    """Whether the means of two :class:`Spread` differ by more than the sum of their
+    standard deviations.
 
-    This is the book's rule for claiming a difference between two settings: the gap between the means
-    must be larger than the seeds' own scatter around each of them. With one value on each side there
-    is no spread to compare with, so it raises ``ValueError``.
+    This is the book's rule for claiming a difference between two settings: the gap
+    between the means must be larger than the seeds' own scatter around each of them.
+    With one value on each side there is no spread to compare with, so it raises
+    ``ValueError``.
     """
     if len(a) < 2 or len(b) < 2:
         raise ValueError(
@@ -165,11 +179,12 @@ def exceeds_noise(a, b):
 
 
 def compare(a, b, higher, lower, same):
-    """One of three phrases, by how :class:`Spread` ``a`` compares with ``b`` over seeds.
+    """One of three phrases, by how :class:`Spread` ``a`` compares with ``b`` over
+    seeds.
 
-    ``higher`` if a's mean exceeds b's by more than the spread, ``lower`` if it falls short by more
-    than the spread, ``same`` otherwise. Use it to glue a whole sentence, so that no fixed text
-    beside it assumes one branch.
+    ``higher`` if a's mean exceeds b's by more than the spread, ``lower`` if it falls
+    short by more than the spread, ``same`` otherwise. Use it to glue a whole sentence,
+    so that no fixed text beside it assumes one branch.
     """
     if not exceeds_noise(a, b):
         return same
@@ -186,20 +201,23 @@ def _available_cores():
 def over_seeds(run, seeds, processes=None):
     """``[run(seed) for seed in seeds]``, computed in parallel worker processes.
 
-    Each worker runs with one BLAS thread (as ``Sequential`` trains anyway), so on a machine with
-    several cores, several seeds train at once in about the time of one, without their thread pools
-    competing. The workers are forked from
-    the calling process, so ``run`` may be a function defined in a notebook; its results must be
-    picklable (numbers, arrays, histories, models). Pass ``verbose=0`` to ``train`` inside ``run``.
+    Each worker runs with one BLAS thread (as ``Sequential`` trains anyway), so on a
+    machine with several cores, several seeds train at once in about the time of one,
+    without their thread pools competing. The workers are forked from the calling
+    process, so ``run`` may be a function defined in a notebook; its results must be
+    picklable (numbers, arrays, histories, models). Pass ``verbose=0`` to ``train``
+    inside ``run``.
 
     Parameters
     ----------
     run : callable
         ``run(seed)`` performs one experiment and returns its result.
     seeds : sequence
-        The items to map over: seeds, or any picklable items such as ``(setting, seed)`` pairs.
+        The items to map over: seeds, or any picklable items such as ``(setting, seed)``
+        pairs.
     processes : int, optional
-        Worker processes; default: one per seed, at most one per available core. 1 runs in this process.
+        Worker processes; default: one per seed, at most one per available core. 1 runs
+        in this process.
     """
     seeds = list(seeds)
     if processes is None:
@@ -209,8 +227,9 @@ def over_seeds(run, seeds, processes=None):
     if "jax" in sys.modules:
         # JAX's thread pools do not survive a fork: the workers could deadlock.
         raise RuntimeError(
-            "over_seeds forks worker processes, and this process has imported JAX, which is not "
-            "fork-safe; run the framework in a subprocess of its own, or pass processes=1"
+            "over_seeds forks worker processes, and this process has imported JAX, "
+            "which is not fork-safe; run the framework in a subprocess of its own, "
+            "or pass processes=1"
         )
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         return pool.map(functools.partial(_single_threaded, run), seeds, chunksize=1)
@@ -230,7 +249,8 @@ def format_duration(seconds):
 
 
 class ChapterClock:
-    """Times a chapter's code: started by its first cell, glued by its last as ``chapter_run_time``."""
+    """Times a chapter's code: started by its first cell, glued by its last as
+    ``chapter_run_time``."""
 
     def __init__(self):
         self.start = time.perf_counter()

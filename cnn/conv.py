@@ -1,14 +1,17 @@
-"""Convolution: the plain loops of Part 1, the vectorised im2col version, and ``ConvLayer`` (Parts 2 and 9).
+"""Convolution: the plain loops of Part 1, the vectorised im2col version, and
+``ConvLayer`` (Parts 2 and 9).
 
-Explained in the chapters *Convolution*, *The convolution layer* and *Backpropagation through convolution*.
+Explained in the chapters *Convolution*, *The convolution layer* and *Backpropagation
+through convolution*.
 
-Shape letters: ``N`` images, ``C`` input channels, ``H, W`` input height and width, ``F`` filters,
-``K`` filter size, ``OH, OW`` output height and width, with::
+Shape letters: ``N`` images, ``C`` input channels, ``H, W`` input height and width,
+``F`` filters, ``K`` filter size, ``OH, OW`` output height and width, with::
 
     OH = (H + 2 * padding - K) // stride + 1
 
-Every function here computes *cross-correlation* (the kernel is not flipped), as every deep-learning
-framework does and as the activity's "dot product at each position" describes.
+Every function here computes *cross-correlation* (the kernel is not flipped), as every
+deep-learning framework does and as the activity's "dot product at each position"
+describes.
 """
 
 import numpy as np
@@ -24,16 +27,19 @@ from .layer import Layer
 
 
 def output_size(size, kernel, stride=1, padding=0):
-    """Length of a convolution or pooling output along one axis: ``(size + 2*padding - kernel) // stride + 1``."""
+    """Length of a convolution or pooling output along one axis:
+    ``(size + 2*padding - kernel) // stride + 1``."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
 def shifted_views(X, K, stride, OH, OW):
-    """The ``K*K`` strided views of X (..., H, W) that a ``K x K`` window sliding by ``stride`` sees.
+    """The ``K*K`` strided views of X (..., H, W) that a ``K x K`` window sliding by
+    ``stride`` sees.
 
-    View ``ki * K + kj`` has shape (..., OH, OW) and holds, at output position ``(i, j)``, the pixel
-    ``(i*stride + ki, j*stride + kj)``: the same tap of every window at once. Max pooling takes the
-    maximum over these views; :func:`col2im` adds each tap's gradient back onto its view.
+    View ``ki * K + kj`` has shape (..., OH, OW) and holds, at output position
+    ``(i, j)``, the pixel ``(i*stride + ki, j*stride + kj)``: the same tap of every
+    window at once. Max pooling takes the maximum over these views; :func:`col2im` adds
+    each tap's gradient back onto its view.
     """
     return [
         X[
@@ -74,7 +80,8 @@ def convolve2d(image, kernel, stride=1, padding=0):
     -------
     output : ndarray of shape (OH, OW)
         ``OH = (H + 2*padding - KH) // stride + 1`` and likewise ``OW``;
-        ``output[i, j] = sum(padded[i*stride : i*stride+KH, j*stride : j*stride+KW] * kernel)``.
+        ``output[i, j] =
+        sum(padded[i*stride : i*stride+KH, j*stride : j*stride+KW] * kernel)``.
 
     Examples
     --------
@@ -99,7 +106,8 @@ def convolve2d(image, kernel, stride=1, padding=0):
     # 2. Output size: how many kernel positions fit along each axis.
     OH = output_size(H, KH, stride, padding)
     OW = output_size(W, KW, stride, padding)
-    # 3. Slide the kernel; each output pixel is the dot product of the kernel and the patch under it.
+    # 3. Slide the kernel; each output pixel is the dot product of the kernel and the
+    #    patch under it.
     output = np.zeros((OH, OW), dtype=np.result_type(image, kernel, np.float32))
     for i in range(OH):
         for j in range(OW):
@@ -108,13 +116,15 @@ def convolve2d(image, kernel, stride=1, padding=0):
     return output
 
 
-# --------------------------------------------------------------------------------------------------
-# The layer's reference implementation: loops over images, filters and channels, built on convolve2d.
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
+# The layer's reference implementation: loops over images, filters and channels, built
+# on convolve2d.
+# --------------------------------------------------------------------------------------
 
 
 def conv_forward_loops(X, weights, biases, stride=1, padding=0):
-    """Forward pass of a convolution layer with loops over ``convolve2d`` (the teaching reference).
+    """Forward pass of a convolution layer with loops over ``convolve2d`` (the teaching
+    reference).
 
     Parameters
     ----------
@@ -147,11 +157,12 @@ def conv_forward_loops(X, weights, biases, stride=1, padding=0):
 
 
 def conv_backward_loops(X, weights, dout, stride=1, padding=0):
-    """Backward pass of a convolution layer with explicit loops (the teaching reference for Part 9).
+    """Backward pass of a convolution layer with explicit loops (the teaching reference
+    for Part 9).
 
-    Each output pixel ``out[n, f, i, j]`` was the dot product of ``weights[f]`` with one input patch,
-    so its upstream gradient ``dout[n, f, i, j]`` flows back to that patch (scaled by the weights) and
-    to the weights (scaled by the patch).
+    Each output pixel ``out[n, f, i, j]`` was the dot product of ``weights[f]`` with one
+    input patch, so its upstream gradient ``dout[n, f, i, j]`` flows back to that patch
+    (scaled by the weights) and to the weights (scaled by the patch).
 
     Returns
     -------
@@ -178,17 +189,18 @@ def conv_backward_loops(X, weights, dout, stride=1, padding=0):
     return dX, dW, db
 
 
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The vectorised implementation: im2col on a strided view, then one matrix product.
-# --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 
 
 def im2col(X, K, stride=1, padding=0, out=None, padded=None):
     """Unfold a batch so that a convolution becomes one matrix product.
 
-    Row ``(c, ki, kj)`` of the result holds what kernel tap ``(c, ki, kj)`` sees at every output pixel
-    of every image: the channel ``c`` shifted by ``(ki, kj)`` and sampled every ``stride`` pixels.
-    Stacking the ``C*K*K`` shifted copies turns the convolution into ``W.reshape(F, -1) @ cols``.
+    Row ``(c, ki, kj)`` of the result holds what kernel tap ``(c, ki, kj)`` sees at
+    every output pixel of every image: the channel ``c`` shifted by ``(ki, kj)`` and
+    sampled every ``stride`` pixels. Stacking the ``C*K*K`` shifted copies turns the
+    convolution into ``W.reshape(F, -1) @ cols``.
 
     Parameters
     ----------
@@ -201,22 +213,22 @@ def im2col(X, K, stride=1, padding=0, out=None, padded=None):
     Returns
     -------
     cols : ndarray of shape (C * K * K, N * OH * OW)
-        Column ``(n * OH + i) * OW + j`` is the patch under output pixel ``(i, j)`` of image ``n``,
-        in the ``(C, K, K)`` order of a filter.
+        Column ``(n * OH + i) * OW + j`` is the patch under output pixel ``(i, j)`` of
+        image ``n``, in the ``(C, K, K)`` order of a filter.
     """
     N, C, H, W = X.shape
     if padding:
         if padded is None:
             padded = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=X.dtype)
-        padded[:, :, padding : padding + H, padding : padding + W] = (
-            X  # the border stays zero
-        )
+        # the border stays zero
+        padded[:, :, padding : padding + H, padding : padding + W] = X
         X = padded
     # A read-only strided view of shape (N, C, OH, OW, K, K): no pixel is copied yet.
     windows = sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
     OH, OW = windows.shape[2:4]
-    # The one copy. Putting (C, K, K) first keeps each image row (OW pixels) contiguous in the copy,
-    # which is several times faster than the (N*OH*OW, C*K*K) layout with its 3-pixel inner rows.
+    # The one copy. Putting (C, K, K) first keeps each image row (OW pixels) contiguous
+    # in the copy, which is several times faster than the (N*OH*OW, C*K*K) layout with
+    # its 3-pixel inner rows.
     taps = windows.transpose(1, 4, 5, 0, 2, 3)
     if out is None:
         return taps.reshape(C * K * K, N * OH * OW)
@@ -225,7 +237,8 @@ def im2col(X, K, stride=1, padding=0, out=None, padded=None):
 
 
 def col2im(dcols, X_shape, K, stride=1, padding=0):
-    """The adjoint of :func:`im2col`: add each tap's gradient back onto the pixels it saw.
+    """The adjoint of :func:`im2col`: add each tap's gradient back onto the pixels it
+    saw.
 
     Parameters
     ----------
@@ -235,7 +248,8 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
     Returns
     -------
     dX : ndarray of shape (N, C, H, W)
-        Pixels that belong to several patches (overlapping windows) receive the sum of their gradients.
+        Pixels that belong to several patches (overlapping windows) receive the sum of
+        their gradients.
     """
     N, C, H, W = X_shape
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
@@ -250,32 +264,35 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
 
 
 def flipped_filters(weights):
-    """The filters of the input gradient: ``(C, F*K*K)``, row ``c`` holding ``weights[f, c]`` rotated by 180
-    degrees for every ``f``, in the ``(F, K, K)`` order of :func:`im2col`'s rows."""
+    """The filters of the input gradient: ``(C, F*K*K)``, row ``c`` holding
+    ``weights[f, c]`` rotated by 180 degrees for every ``f``, in the ``(F, K, K)`` order
+    of :func:`im2col`'s rows."""
     F, C, K, _ = weights.shape
     return weights[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, F * K * K)
 
 
 def conv_input_gradient(dout, weights, X_shape, stride=1, padding=0, workspace=None):
-    """The gradient of a convolution's input: ``dX`` (N, C, H, W) from ``dout`` (N, F, OH, OW).
+    """The gradient of a convolution's input: ``dX`` (N, C, H, W) from ``dout``
+    (N, F, OH, OW).
 
-    With stride 1 this is itself a convolution: the *full* correlation of ``dout``, padded by
-    ``K - 1 - padding``, with the flipped filters (the chapter *Backpropagation through convolution*
-    derives it). So it can be computed like a forward pass, as a gather: :func:`im2col` of the padded
-    ``dout`` and one product. That copies ``F*K*K`` rows where the scatter, ``col2im(W.T @ dout)``, adds
-    ``C*K*K`` rows back onto the image, each addition reading and writing it: the gather ran 1.1 to 1.3
-    times faster for deep_cnn's layers with as many filters as input channels (``F == C``) and slower with
-    twice as many. So the gather is used for stride 1 and ``F <= C``; the scatter otherwise (and for a
-    padding wider than ``K - 1``).
+    With stride 1 this is itself a convolution: the *full* correlation of ``dout``,
+    padded by ``K - 1 - padding``, with the flipped filters (the chapter
+    *Backpropagation through convolution* derives it). So it can be computed like a
+    forward pass, as a gather: :func:`im2col` of the padded ``dout`` and one product.
+    That copies ``F*K*K`` rows where the scatter, ``col2im(W.T @ dout)``, adds ``C*K*K``
+    rows back onto the image, each addition reading and writing it: the gather ran 1.1
+    to 1.3 times faster for deep_cnn's layers with as many filters as input channels
+    (``F == C``) and slower with twice as many. So the gather is used for stride 1 and
+    ``F <= C``; the scatter otherwise (and for a padding wider than ``K - 1``).
 
-    ``workspace``, a dict, keeps the padded ``dout`` and its columns from batch to batch (None allocates).
-    The result is an (N, C, H, W) view of a (C, N, H, W) array, laid out like the layer's output.
+    ``workspace``, a dict, keeps the padded ``dout`` and its columns from batch to batch
+    (None allocates). The result is an (N, C, H, W) view of a (C, N, H, W) array, laid
+    out like the layer's output.
     """
     N, C, H, W = X_shape
     F, _, K, _ = weights.shape
-    dout_F = dout.transpose(1, 0, 2, 3).reshape(
-        F, -1
-    )  # (F, N*OH*OW), free for our layout
+    # (F, N*OH*OW), free for our layout
+    dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)
     full = K - 1 - padding
     if stride != 1 or full < 0 or F > C:
         return col2im(
@@ -305,9 +322,10 @@ def conv_input_gradient(dout, weights, X_shape, stride=1, padding=0, workspace=N
     return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
 
 
-#: :func:`matmul_in_blocks` cuts a product into blocks of ``MATMUL_BLOCK_OUTPUT // M`` columns (so that each
-#: block of the (M, columns) result holds 32,768 numbers, 128 KB in float32), and only when the small
-#: matrix has at most ``MATMUL_BLOCK_MAX_SMALL`` entries.
+#: :func:`matmul_in_blocks` cuts a product into blocks of ``MATMUL_BLOCK_OUTPUT // M``
+#: columns (so that each block of the (M, columns) result holds 32,768 numbers, 128 KB
+#: in float32), and only when the small matrix has at most ``MATMUL_BLOCK_MAX_SMALL``
+#: entries.
 MATMUL_BLOCK_OUTPUT = 32768
 MATMUL_BLOCK_MAX_SMALL = 1024
 
@@ -315,14 +333,16 @@ MATMUL_BLOCK_MAX_SMALL = 1024
 def matmul_in_blocks(A, B, transpose_b=False):
     """``A @ B`` (or ``A @ B.T``), computed over blocks of columns of B when it pays.
 
-    The products of a convolution layer are long and thin: ``(F, C*K*K) @ (C*K*K, N*OH*OW)`` has a few
-    rows and tens of thousands of columns. When the small matrix (``F x C*K*K``, here ``A.shape[0] x
-    B.shape[0]``) is tiny, as in a first layer with one input channel, the BLAS library we measured ran
-    the product two to four times faster in pieces of a few thousand columns than in one call; for
-    larger small matrices one call was as fast or faster (the performance chapter measures both). The
-    best piece was the one whose share of the result holds about 32,768 numbers: 4,096 columns for
-    SimpleCNN's 8 filters, 1,024 for the 32 expanded filters of its fused step (:mod:`cnn.conv_maxpool`); twice
-    as wide was up to twice as slow there. The result is the same up to the rounding of float sums.
+    The products of a convolution layer are long and thin:
+    ``(F, C*K*K) @ (C*K*K, N*OH*OW)`` has a few rows and tens of thousands of columns.
+    When the small matrix (``F x C*K*K``, here ``A.shape[0] x B.shape[0]``) is tiny, as
+    in a first layer with one input channel, the BLAS library we measured ran the
+    product two to four times faster in pieces of a few thousand columns than in one
+    call; for larger small matrices one call was as fast or faster (the performance
+    chapter measures both). The best piece was the one whose share of the result holds
+    about 32,768 numbers: 4,096 columns for SimpleCNN's 8 filters, 1,024 for the 32
+    expanded filters of its fused step (:mod:`cnn.conv_maxpool`); twice as wide was up
+    to twice as slow there. The result is the same up to the rounding of float sums.
 
     Parameters
     ----------
@@ -331,13 +351,14 @@ def matmul_in_blocks(A, B, transpose_b=False):
 
     Returns
     -------
-    ndarray of shape (M, K) if ``transpose_b`` (``A @ B.T``, summed over the blocks) else (M, P)
+    ndarray of shape (M, K) if ``transpose_b`` (``A @ B.T``, summed over the blocks)
+        else (M, P)
     """
     P = B.shape[1]
     block = max(1, MATMUL_BLOCK_OUTPUT // A.shape[0])
     if A.shape[0] * B.shape[0] > MATMUL_BLOCK_MAX_SMALL or P <= block:
-        # For A @ B.T with a long shared axis, (B @ A.T).T ran 1.3 to 1.6 times faster with the BLAS we
-        # measured (the same numbers; the result is a transposed view).
+        # For A @ B.T with a long shared axis, (B @ A.T).T ran 1.3 to 1.6 times faster
+        # with the BLAS we measured (the same numbers; the result is a transposed view).
         return (B @ A.T).T if transpose_b else A @ B
     if transpose_b:
         out = np.zeros((A.shape[0], B.shape[0]), dtype=np.result_type(A, B))
@@ -353,12 +374,14 @@ def matmul_in_blocks(A, B, transpose_b=False):
 
 
 def columns_with_ones(X, K, stride, padding, workspace=None):
-    """``im2col(X, K, stride, padding)`` above a row of ones: shape (C*K*K + 1, N*OH*OW).
+    """``im2col(X, K, stride, padding)`` above a row of ones: shape
+    (C*K*K + 1, N*OH*OW).
 
-    The row of ones is the bias trick's: multiplied by a matrix whose last column holds the biases, it
-    adds them. ``workspace`` is a dict in which a layer keeps the result and the padded batch from batch
-    to batch (None allocates fresh arrays): a training step then allocates neither, and the row of ones
-    is written only once, when its buffer is made, because im2col never touches it.
+    The row of ones is the bias trick's: multiplied by a matrix whose last column holds
+    the biases, it adds them. ``workspace`` is a dict in which a layer keeps the result
+    and the padded batch from batch to batch (None allocates fresh arrays): a training
+    step then allocates neither, and the row of ones is written only once, when its
+    buffer is made, because im2col never touches it.
     """
     N, C, H, W = X.shape
     shape = (
@@ -382,8 +405,8 @@ def columns_with_ones(X, K, stride, padding, workspace=None):
 
 
 def _buffer(workspace, name, shape, dtype, last_row=None):
-    """``workspace[name]`` if it has this shape and dtype, else a new zero-filled one (its last row set to
-    ``last_row`` if given), kept there."""
+    """``workspace[name]`` if it has this shape and dtype, else a new zero-filled one
+    (its last row set to ``last_row`` if given), kept there."""
     buffer = workspace.get(name)
     if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
         buffer = workspace[name] = np.zeros(shape, dtype=dtype)
@@ -393,7 +416,8 @@ def _buffer(workspace, name, shape, dtype, last_row=None):
 
 
 class ConvLayer(Layer):
-    """A 2-D convolution layer: ``F`` filters of shape ``(C, K, K)`` slid over a batch of images.
+    """A 2-D convolution layer: ``F`` filters of shape ``(C, K, K)`` slid over a batch
+    of images.
 
     Parameters
     ----------
@@ -407,14 +431,16 @@ class ConvLayer(Layer):
     padding : int, default 0
     weight_scale : float or None, default None
         Standard deviation of the initial weights. ``None`` uses He initialisation,
-        ``sqrt(2 / (C * K * K))``, which keeps activations at a steady scale through ReLU layers;
-        the activity's ``0.01`` trains too slowly to reach 98% in ten epochs.
+        ``sqrt(2 / (C * K * K))``, which keeps activations at a steady scale through
+        ReLU layers; the activity's ``0.01`` trains too slowly to reach 98% in ten
+        epochs.
     rng : numpy.random.Generator or int or None
         Source of the initial weights (a seed gives reproducible weights).
     dtype : numpy dtype, default float32
         ``float32`` for training speed, ``float64`` for gradient checks.
     impl : {"vectorized", "loops"}
-        ``"loops"`` runs :func:`conv_forward_loops` and :func:`conv_backward_loops` instead (slow, for teaching).
+        ``"loops"`` runs :func:`conv_forward_loops` and :func:`conv_backward_loops`
+        instead (slow, for teaching).
 
     Attributes
     ----------
@@ -460,8 +486,9 @@ class ConvLayer(Layer):
 
     def __repr__(self):
         return (
-            f"ConvLayer(num_filters={self.num_filters}, filter_size={self.filter_size}, "
-            f"num_channels={self.num_channels}, stride={self.stride}, padding={self.padding})"
+            f"ConvLayer(num_filters={self.num_filters}, "
+            f"filter_size={self.filter_size}, num_channels={self.num_channels}, "
+            f"stride={self.stride}, padding={self.padding})"
         )
 
     def output_shape(self, input_shape):
@@ -477,7 +504,8 @@ class ConvLayer(Layer):
         ----------
         X : ndarray of shape (N, C, H, W)
         training : bool
-            When False, nothing is kept for a backward pass (saves memory at evaluation).
+            When False, nothing is kept for a backward pass (saves memory at
+            evaluation).
 
         Returns
         -------
@@ -491,44 +519,50 @@ class ConvLayer(Layer):
             out = conv_forward_loops(X, self.weights, self.biases, s, p)
             self._cache = (X, None) if training else None
             return out
-        # The bias trick: one extra row of ones at the bottom of `cols` and the biases as one extra
-        # column of the weights, so that the matrix product adds the biases (and, in the backward
-        # pass, the same product also sums the gradient of the biases).
-        cols = columns_with_ones(
-            X, K, s, p, self._workspace if training else None
-        )  # (C*K*K + 1, N*OH*OW)
+        # The bias trick: one extra row of ones at the bottom of `cols` and the biases
+        # as one extra column of the weights, so that the matrix product adds the biases
+        # (and, in the backward pass, the same product also sums the gradient of the
+        # biases).
+        # (C*K*K + 1, N*OH*OW)
+        cols = columns_with_ones(X, K, s, p, self._workspace if training else None)
         out = matmul_in_blocks(self._weights_and_biases(), cols)  # (F, N*OH*OW)
         self._cache = (X, cols) if training else None
-        # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view without copying.
-        # NumPy's element-wise operations follow the memory order, so the layers after this one (and
-        # the gradients they send back) keep this layout, and `dout_F` below is then a free reshape.
+        # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view
+        # without copying. NumPy's element-wise operations follow the memory order, so
+        # the layers after this one (and the gradients they send back) keep this layout,
+        # and `dout_F` below is then a free reshape.
         return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
 
     def check_input(self, X, where="ConvLayer.forward"):
-        """Check X (N, C, H, W) against the layer; return X and the output's ``F, OH, OW``."""
+        """Check X (N, C, H, W) against the layer; return X and the output's
+        ``F, OH, OW``."""
         X = check_array(f"{where}: X", X, ndim=4, shape_doc="(N, C, H, W)")
         N, C, H, W = X.shape
         if C != self.num_channels:
             raise ValueError(
                 f"{where}: X has {C} channels (shape {X.shape}) but the layer expects "
-                f"num_channels={self.num_channels}, i.e. X of shape (N, {self.num_channels}, H, W)"
+                f"num_channels={self.num_channels}, "
+                f"i.e. X of shape (N, {self.num_channels}, H, W)"
             )
         K = self.filter_size
         _check_geometry(where, H, W, K, K, self.stride, self.padding)
         return (X,) + self.output_shape((C, H, W))
 
     def _weights_and_biases(self):
-        """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias appended."""
+        """The (F, C*K*K + 1) matrix of the bias trick: each filter as a row, its bias
+        appended."""
         return np.concatenate(
             [self.weights.reshape(self.num_filters, -1), self.biases[:, None]], axis=1
         )
 
     def gradient(self, dout, input_grad=True):
-        """Gradients of the loss for a given ``dout`` of shape (N, F, OH, OW), without updating.
+        """Gradients of the loss for a given ``dout`` of shape (N, F, OH, OW), without
+        updating.
 
-        Sets ``self.grads["weights"]`` (F, C, K, K) and ``self.grads["biases"]`` (F,), and returns
-        ``dX`` of shape (N, C, H, W), or None with ``input_grad=False`` (a network's first layer has
-        no use for it, and skipping it saves a third of the layer's backward time).
+        Sets ``self.grads["weights"]`` (F, C, K, K) and ``self.grads["biases"]`` (F,),
+        and returns ``dX`` of shape (N, C, H, W), or None with ``input_grad=False`` (a
+        network's first layer has no use for it, and skipping it saves a third of the
+        layer's backward time).
         """
         require_forward("ConvLayer", self._cache)
         X, cols = self._cache
@@ -542,11 +576,11 @@ class ConvLayer(Layer):
             self.set_grads(weights=dW, biases=db)
             return dX if input_grad else None
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
-        # Each filter's gradient is the sum over pixels of patch * dout; the row of ones in `cols`
-        # makes the last column the sum of dout itself, the gradient of the bias.
-        d_weights_and_biases = matmul_in_blocks(
-            dout_F, cols, transpose_b=True
-        )  # (F, C*K*K + 1)
+        # Each filter's gradient is the sum over pixels of patch * dout; the row of ones
+        # in `cols` makes the last column the sum of dout itself, the gradient of the
+        # bias.
+        # (F, C*K*K + 1)
+        d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)
         self.set_grads(
             weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
             biases=d_weights_and_biases[:, -1],

@@ -1,8 +1,10 @@
-"""The layers around the convolution: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer (Parts 3 to 6), and Dropout.
+"""The layers around the convolution: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer
+(Parts 3 to 6), and Dropout.
 
-Each is a :class:`~cnn.layer.Layer`: ``forward(X, training=True)`` and ``gradient(dout, input_grad=True)``
-side by side, and, for the dense layer, ``params`` and ``grads``. The activity's ``backward`` methods
-(``ReLU.backward(dout)``, ``FullyConnectedLayer.backward(X, dout)``, ...) come from the protocol.
+Each is a :class:`~cnn.layer.Layer`: ``forward(X, training=True)`` and
+``gradient(dout, input_grad=True)`` side by side, and, for the dense layer, ``params``
+and ``grads``. The activity's ``backward`` methods (``ReLU.backward(dout)``,
+``FullyConnectedLayer.backward(X, dout)``, ...) come from the protocol.
 """
 
 import math
@@ -21,7 +23,8 @@ from .layer import Layer
 
 
 class ReLU(Layer):
-    """Rectified linear unit, ``f(x) = max(0, x)``, applied element by element (Part 4)."""
+    """Rectified linear unit, ``f(x) = max(0, x)``, applied element by element
+    (Part 4)."""
 
     def __init__(self):
         super().__init__()
@@ -31,9 +34,8 @@ class ReLU(Layer):
         """X of any shape -> ``max(0, X)`` of the same shape and dtype."""
         X = check_array("ReLU.forward: X", X)
         out = np.maximum(X, 0)
-        self._out = (
-            out if training else None
-        )  # out > 0 exactly where X > 0: no separate mask to keep
+        # out > 0 exactly where X > 0: no separate mask to keep
+        self._out = out if training else None
         return out
 
     def gradient(self, dout, input_grad=True):
@@ -44,7 +46,8 @@ class ReLU(Layer):
 
 
 class Flatten(Layer):
-    """Reshape (N, C, H, W) to (N, C*H*W), the bridge from feature maps to a dense layer (Part 5)."""
+    """Reshape (N, C, H, W) to (N, C*H*W), the bridge from feature maps to a dense layer
+    (Part 5)."""
 
     def __init__(self):
         super().__init__()
@@ -54,8 +57,8 @@ class Flatten(Layer):
         X = check_array("Flatten.forward: X", X, shape_doc="(N, ...)")
         if X.ndim < 2:
             raise ValueError(
-                f"Flatten.forward: X must have a batch axis and at least one more, e.g. (N, C, H, W); "
-                f"got shape {X.shape}"
+                "Flatten.forward: X must have a batch axis and at least one more, "
+                f"e.g. (N, C, H, W); got shape {X.shape}"
             )
         self._input_shape = X.shape
         return X.reshape(X.shape[0], -1)
@@ -77,16 +80,19 @@ def max_with_winner(views):
     Parameters
     ----------
     views : list of ndarrays of one shape
-        For max pooling, the ``P*P`` positions of the windows (each of shape (N, C, OH, OW)).
+        For max pooling, the ``P*P`` positions of the windows (each of shape
+        (N, C, OH, OW)).
 
     Returns
     -------
     out : ndarray, the maximum over ``views``
-    winner : ndarray of small integers, the index ``k`` of the first view holding the maximum
+    winner : ndarray of small integers, the index ``k`` of the first view
+        holding the maximum
 
-    A position takes over only when it is strictly greater than the maximum so far, so the first maximum
-    wins ties and each window passes its gradient on exactly once; and because ``k`` grows, the last
-    position that took over (the winner) is simply the largest ``k * (view > running max)``.
+    A position takes over only when it is strictly greater than the maximum so far, so
+    the first maximum wins ties and each window passes its gradient on exactly once; and
+    because ``k`` grows, the last position that took over (the winner) is simply the
+    largest ``k * (view > running max)``.
     """
     out = views[0].copy()
     dtype = np.uint8 if len(views) <= 256 else np.int64
@@ -98,10 +104,12 @@ def max_with_winner(views):
 
 
 def route_to_winner(dout, winner, dviews, overlapping=False):
-    """The backward pass of :func:`max_with_winner`: ``dviews[k] = dout where winner == k, else 0``.
+    """The backward pass of :func:`max_with_winner`:
+    ``dviews[k] = dout where winner == k, else 0``.
 
-    With ``overlapping=True`` the views share elements (pooling windows that overlap), so each adds its
-    gradient to what is there; otherwise each element is written once and nothing needs zeroing first.
+    With ``overlapping=True`` the views share elements (pooling windows that overlap),
+    so each adds its gradient to what is there; otherwise each element is written once
+    and nothing needs zeroing first.
     """
     for k, dview in enumerate(dviews):
         if overlapping:
@@ -111,11 +119,13 @@ def route_to_winner(dout, winner, dviews, overlapping=False):
 
 
 class MaxPoolLayer(Layer):
-    """Max pooling over ``pool_size x pool_size`` windows taken every ``stride`` pixels (Part 3).
+    """Max pooling over ``pool_size x pool_size`` windows taken every ``stride`` pixels
+    (Part 3).
 
     Forward: (N, C, H, W) -> (N, C, OH, OW) with ``OH = (H - pool_size) // stride + 1``.
-    Backward: each window's gradient goes to the position of its maximum (the first one, on ties);
-    where windows overlap (``stride < pool_size``) a pixel collects the gradients of all windows it wins.
+    Backward: each window's gradient goes to the position of its maximum (the first one,
+    on ties); where windows overlap (``stride < pool_size``) a pixel collects the
+    gradients of all windows it wins.
     """
 
     def __init__(self, pool_size=2, stride=2, impl="vectorized"):
@@ -143,7 +153,8 @@ class MaxPoolLayer(Layer):
         P, s = self.pool_size, self.stride
         if P > H or P > W:
             raise ValueError(
-                f"MaxPoolLayer.forward: the {P}x{P} pool window is larger than the {H}x{W} input"
+                f"MaxPoolLayer.forward: the {P}x{P} pool window is larger than "
+                f"the {H}x{W} input"
             )
         _, OH, OW = self.output_shape((C, H, W))
         if self.impl == "loops":
@@ -154,25 +165,27 @@ class MaxPoolLayer(Layer):
                     for i in range(OH):
                         for j in range(OW):
                             window = X[n, c, i * s : i * s + P, j * s : j * s + P]
-                            winner[n, c, i, j] = np.argmax(
-                                window
-                            )  # flat index of the first maximum
+                            # flat index of the first maximum
+                            winner[n, c, i, j] = np.argmax(window)
                             out[n, c, i, j] = window.flat[winner[n, c, i, j]]
         else:
-            # Instead of nested loops over pixels: P*P element-wise steps over whole strided views.
+            # Instead of nested loops over pixels: P*P element-wise steps over whole
+            # strided views.
             out, winner = max_with_winner(shifted_views(X, P, s, OH, OW))
         self._cache = (X, winner) if training else None
         return out
 
     def gradient(self, dout, input_grad=True):
-        """Route dout (N, C, OH, OW) to each window's maximum; return dX (N, C, H, W)."""
+        """Route dout (N, C, OH, OW) to each window's maximum; return dX
+        (N, C, H, W)."""
         require_forward("MaxPoolLayer", self._cache)
         X, winner = self._cache
         dout = check_dout("MaxPoolLayer", dout, winner.shape)
         _, _, OH, OW = winner.shape
-        # empty_like/zeros_like keep X's memory layout, so the layers below receive gradients laid out
-        # like their own outputs. Windows that neither overlap nor leave gaps (stride == pool_size)
-        # write every covered pixel below, so only the uncovered border (odd sizes) needs zeros.
+        # empty_like/zeros_like keep X's memory layout, so the layers below receive
+        # gradients laid out like their own outputs. Windows that neither overlap nor
+        # leave gaps (stride == pool_size) write every covered pixel below, so only the
+        # uncovered border (odd sizes) needs zeros.
         P, s = self.pool_size, self.stride
         dtype = np.result_type(dout, X)
         if s == P:
@@ -196,7 +209,8 @@ class FullyConnectedLayer(Layer):
     learning_rate : float, default 0.01
         Step size that ``backward`` uses for its SGD update.
     weight_scale : float or None
-        Standard deviation of the initial weights; ``None`` uses ``sqrt(1 / input_size)``.
+        Standard deviation of the initial weights; ``None`` uses
+        ``sqrt(1 / input_size)``.
     rng : numpy.random.Generator or int or None
     dtype : numpy dtype, default float32
 
@@ -231,7 +245,10 @@ class FullyConnectedLayer(Layer):
         self._X = None
 
     def __repr__(self):
-        return f"FullyConnectedLayer(input_size={self.input_size}, output_size={self.output_size})"
+        return (
+            f"FullyConnectedLayer(input_size={self.input_size}, "
+            f"output_size={self.output_size})"
+        )
 
     def output_shape(self, input_shape):
         return (self.output_size,)
@@ -245,8 +262,9 @@ class FullyConnectedLayer(Layer):
         )
         if X.shape[1] != self.input_size:
             raise ValueError(
-                f"FullyConnectedLayer.{where}: X has {X.shape[1]} features (shape {X.shape}) but the "
-                f"layer expects input_size={self.input_size}; flatten (N, C, H, W) inputs first"
+                f"FullyConnectedLayer.{where}: X has {X.shape[1]} features "
+                f"(shape {X.shape}) but the layer expects "
+                f"input_size={self.input_size}; flatten (N, C, H, W) inputs first"
             )
         return X
 
@@ -257,7 +275,8 @@ class FullyConnectedLayer(Layer):
         return X @ self.weights + self.biases
 
     def gradient(self, dout, input_grad=True):
-        """Set ``self.grads`` from dout (N, output_size) and return dX (N, input_size); no update."""
+        """Set ``self.grads`` from dout (N, output_size) and return dX (N, input_size);
+        no update."""
         require_forward("FullyConnectedLayer", self._X)
         X = self._X
         dout = check_dout("FullyConnectedLayer", dout, (X.shape[0], self.output_size))
@@ -265,10 +284,12 @@ class FullyConnectedLayer(Layer):
         return dout @ self.weights.T if input_grad else None
 
     def backward(self, X, dout):
-        """Backpropagate through the layer and take an SGD step with ``self.learning_rate``.
+        """Backpropagate through the layer and take an SGD step with
+        ``self.learning_rate``.
 
-        The activity's form of :meth:`Layer.backward`: the input of the forward pass is given again
-        (as in the activity's XOR network), and the step size is the layer's own.
+        The activity's form of :meth:`Layer.backward`: the input of the forward pass is
+        given again (as in the activity's XOR network), and the step size is the layer's
+        own.
 
         Parameters
         ----------
@@ -284,8 +305,9 @@ class FullyConnectedLayer(Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: in training, zero each activation with probability ``rate`` and scale the
-    survivors by ``1 / (1 - rate)`` so the expected value is unchanged; in evaluation, do nothing.
+    """Inverted dropout: in training, zero each activation with probability ``rate`` and
+    scale the survivors by ``1 / (1 - rate)`` so the expected value is unchanged; in
+    evaluation, do nothing.
 
     Parameters
     ----------
