@@ -1,16 +1,19 @@
-"""Speed benchmarks (``make bench``): seconds per training epoch of our NumPy CNN, of its loop version and
-of the same models in two frameworks on the CPU, Keras 3 (JAX backend) and PyTorch, plus per-layer times
-and how time grows with batch and image size. Never run by the tests.
+"""Speed benchmarks (``make bench``): seconds per training epoch of our NumPy CNN, of
+its loop version and of the same models in two frameworks on the CPU, Keras
+3 (JAX backend) and PyTorch, plus per-layer times and how time grows with batch and
+image size. Never run by the tests.
 
-Every system is timed in a process of its own, one after another, so NumPy's BLAS threads and a
-framework's thread pool never compete; the systems take turns (ours, Keras, PyTorch, ours, ...) for
-several rounds, so that a slow spell of the machine does not fall on one system only. Prints a table,
-with our time over each framework's for both networks, and writes ``benchmarks/results/latest.json``.
+Every system is timed in a process of its own, one after another, so NumPy's BLAS
+threads and a framework's thread pool never compete; the systems take turns (ours,
+Keras, PyTorch, ours, ...) for several rounds, so that a slow spell of the machine does
+not fall on one system only. Prints a table, with our time over each framework's for
+both networks, and writes ``benchmarks/results/latest.json``.
 
     python benchmarks/run.py                 # everything (several minutes on 2 cores)
     python benchmarks/run.py --quick         # smaller subsets, for a smoke test
 
-The frameworks come with the benchmark's extra: ``pip install -e '.[bench]'`` (``make bench`` does it).
+The frameworks come with the benchmark's extra: ``pip install -e '.[bench]'``
+(``make bench`` does it).
 """
 
 import argparse
@@ -28,7 +31,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-# ------------------------------------------------------------------------------------------ workers
+# ------------------------------------------------------------------------------ workers
 
 
 def _data(n):
@@ -49,23 +52,26 @@ def _build(name, impl="vectorized"):
 
 
 def worker_ours(name, n, batch_size, impl, epochs=1):
-    """``epochs`` training epochs of our model on n images; returns each epoch's seconds."""
+    """``epochs`` training epochs of our model on n images; returns each epoch's
+    seconds."""
     X, y = _data(n)
     model = _build(name, impl)
+    # warm-up: allocations, caches
     model.train(
         X[: min(n, 4 * batch_size)],
         y[: min(n, 4 * batch_size)],
         epochs=1,
         batch_size=batch_size,
         verbose=0,
-    )  # warm-up: allocations, caches
+    )
     history = model.train(X, y, epochs=epochs, batch_size=batch_size, verbose=0)
     return {"epoch_seconds": history["seconds"], "images": n}
 
 
 def _optimizer(model):
-    """How our model steps its parameters: ``("sgd", learning_rate)`` for plain SGD (SimpleCNN), or
-    ``("adam", learning_rate, beta1, beta2, eps)`` (deep_cnn, from DEEP_CNN_TRAINING)."""
+    """How our model steps its parameters: ``("sgd", learning_rate)`` for plain SGD
+    (SimpleCNN), or ``("adam", learning_rate, beta1, beta2, eps)`` (deep_cnn, from
+    DEEP_CNN_TRAINING)."""
     from cnn.optim import Adam
 
     if model.optimizer is None:
@@ -77,17 +83,16 @@ def _optimizer(model):
 
 
 def worker_keras(name, n, batch_size, epochs=1):
-    """``epochs`` training epochs of the same model in Keras (after a compile epoch), with our model's
-    optimizer (plain SGD for SimpleCNN, Adam for deep_cnn) at its learning rate; returns each epoch's
-    seconds."""
+    """``epochs`` training epochs of the same model in Keras (after a compile epoch),
+    with our model's optimizer (plain SGD for SimpleCNN, Adam for deep_cnn) at its
+    learning rate; returns each epoch's seconds."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     from cnn.keras_compat import import_keras, to_keras
 
     keras = import_keras()
     X, y = _data(n)
-    X = np.ascontiguousarray(
-        X.transpose(0, 2, 3, 1)
-    )  # Keras' own layout, its fastest on a CPU
+    # Keras' own layout, its fastest on a CPU
+    X = np.ascontiguousarray(X.transpose(0, 2, 3, 1))
     model = _build(name)
     kind, lr, *adam = _optimizer(model)
     optimizer = (
@@ -100,7 +105,8 @@ def worker_keras(name, n, batch_size, epochs=1):
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    # Compile first, on batches of both shapes the epochs will use (the last batch may be smaller).
+    # Compile first, on batches of both shapes the epochs will use (the last batch may
+    # be smaller).
     warm = 50 * batch_size + n % batch_size
     kmodel.fit(
         X[:warm], y[:warm], epochs=1, batch_size=batch_size, verbose=0, shuffle=False
@@ -124,19 +130,19 @@ def worker_keras(name, n, batch_size, epochs=1):
     return {"epoch_seconds": seconds, "images": n, "keras": keras.__version__}
 
 
-#: PyTorch's threads. torch.get_num_threads() is 2 by default on this 2-core machine (one per physical
-#: core); set explicitly, so that the benchmark says what it measured.
+#: PyTorch's threads. torch.get_num_threads() is 2 by default on this 2-core machine
+#: (one per physical core); set explicitly, so that the benchmark says what it measured.
 TORCH_THREADS = 2
 TORCH_MISSING = "PyTorch not installed: pip install '.[bench]'"
 
 
 def _torch_model(name):
-    """The same network as ``_build(name)`` in PyTorch, layer for layer (NCHW, as ours)."""
+    """The same network as ``_build(name)`` in PyTorch, layer for layer
+    (NCHW, as ours)."""
     from torch import nn
 
-    if (
-        name == "simple"
-    ):  # Conv(8, 3x3, pad 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)
+    if name == "simple":
+        # Conv(8, 3x3, pad 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)
         return nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1),
             nn.ReLU(),
@@ -144,9 +150,10 @@ def _torch_model(name):
             nn.Flatten(),
             nn.Linear(8 * 14 * 14, 10),
         )
-    # deep_cnn: two stages of [Conv 3x3 (pad 1) -> BatchNorm -> ReLU] x 2 -> MaxPool 2x2, filters (16, 32),
-    # then FC(32*7*7 -> 128) -> ReLU -> Dropout(0.25) -> FC(128 -> 10). Our BatchNorm's momentum 0.9 (the
-    # old running mean's weight) is PyTorch's 0.1 (the new batch's), eps 1e-5 in both.
+    # deep_cnn: two stages of [Conv 3x3 (pad 1) -> BatchNorm -> ReLU] x 2 -> MaxPool
+    # 2x2, filters (16, 32), then FC(32*7*7 -> 128) -> ReLU -> Dropout(0.25) ->
+    # FC(128 -> 10). Our BatchNorm's momentum 0.9 (the old running mean's weight) is
+    # PyTorch's 0.1 (the new batch's), eps 1e-5 in both.
     layers, channels = [], 1
     for filters in (16, 32):
         for _ in range(2):
@@ -168,13 +175,15 @@ def _torch_model(name):
 
 
 def worker_torch(name, n, batch_size, epochs=1):
-    """``epochs`` training epochs of the same model in PyTorch on the CPU, trained as ours is: the same
-    images, batches of ``batch_size`` shuffled every epoch, the mean cross-entropy of the logits, our
-    model's optimizer (plain SGD for SimpleCNN, Adam for deep_cnn) at its learning rate, decayed by its
-    ``lr_decay`` every epoch; after a warm-up on a few batches, as ours has. Returns each epoch's seconds.
+    """``epochs`` training epochs of the same model in PyTorch on the CPU, trained as
+    ours is: the same images, batches of ``batch_size`` shuffled every epoch, the mean
+    cross-entropy of the logits, our model's optimizer (plain SGD for SimpleCNN, Adam
+    for deep_cnn) at its learning rate, decayed by its ``lr_decay`` every epoch; after a
+    warm-up on a few batches, as ours has. Returns each epoch's seconds.
 
-    PyTorch keeps its own initial weights: copying ours would not change the time of an epoch. The
-    architecture is checked instead: the same layers and the same number of parameters as ours.
+    PyTorch keeps its own initial weights: copying ours would not change the time of an
+    epoch. The architecture is checked instead: the same layers and the same number of
+    parameters as ours.
     """
     try:
         import torch
@@ -188,7 +197,8 @@ def worker_torch(name, n, batch_size, epochs=1):
     net = _torch_model(name)
     torch_params = sum(p.numel() for p in net.parameters())
     assert torch_params == model.num_params(), (
-        f"{name}: PyTorch's twin has {torch_params} parameters, ours {model.num_params()}"
+        f"{name}: PyTorch's twin has {torch_params} parameters, "
+        f"ours {model.num_params()}"
     )
     kind, lr, *adam = _optimizer(model)
     optimizer = (
@@ -211,7 +221,8 @@ def worker_torch(name, n, batch_size, epochs=1):
         return loss.detach()
 
     net.train()
-    # Warm-up, as ours has: allocations and oneDNN's kernels for both batch shapes the epochs will use.
+    # Warm-up, as ours has: allocations and oneDNN's kernels for both batch shapes the
+    # epochs will use.
     warm = min(n, 4 * batch_size)
     for start in range(0, warm, batch_size):
         step(X[start : start + batch_size], y[start : start + batch_size])
@@ -226,9 +237,8 @@ def worker_torch(name, n, batch_size, epochs=1):
         total = torch.zeros(())
         for b in range(0, n, batch_size):
             idx = order[b : b + batch_size]
-            total += step(X[idx], y[idx]) * len(
-                idx
-            )  # the running loss, as ours and Keras keep
+            # the running loss, as ours and Keras keep
+            total += step(X[idx], y[idx]) * len(idx)
         seconds.append(time.perf_counter() - start)
     return {
         "epoch_seconds": seconds,
@@ -241,10 +251,10 @@ def worker_torch(name, n, batch_size, epochs=1):
 
 
 def worker_layers(batch_size):
-    """Forward and backward milliseconds of each step of SimpleCNN's training on one batch (median of 50),
-    with BLAS on one thread, in the order and form that training runs them (``training_steps``: the
-    convolution fused with its max pool, then the ReLU); like training, the first step computes no
-    gradient for the images."""
+    """Forward and backward milliseconds of each step of SimpleCNN's training on one
+    batch (median of 50), with BLAS on one thread, in the order and form that training
+    runs them (``training_steps``: the convolution fused with its max pool, then the
+    ReLU); like training, the first step computes no gradient for the images."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
@@ -271,7 +281,8 @@ def worker_layers(batch_size):
 
 
 def worker_scaling(kind):
-    """Milliseconds per image of a SimpleCNN-style training step against batch size or image size."""
+    """Milliseconds per image of a SimpleCNN-style training step against batch size or
+    image size."""
     from threadpoolctl import threadpool_limits
 
     from cnn import (
@@ -284,9 +295,8 @@ def worker_scaling(kind):
     )
     from cnn.train import train_step
 
-    threadpool_limits(
-        limits=1, user_api="blas"
-    )  # as during training (see Sequential's blas_threads)
+    # as during training (see Sequential's blas_threads)
+    threadpool_limits(limits=1, user_api="blas")
     rng = np.random.default_rng(0)
     rows = []
     cases = (
@@ -308,9 +318,8 @@ def worker_scaling(kind):
         )
         X = rng.random((batch_size, 1, size, size), dtype=np.float32)
         y = rng.integers(0, 10, batch_size)
-        order = (
-            model.training_steps()
-        )  # as training runs them (conv and pool fused, then the ReLU)
+        # as training runs them (conv and pool fused, then the ReLU)
+        order = model.training_steps()
         ms = _median_ms(
             lambda: train_step(model, X, y, order), repeats=max(5, 2048 // batch_size)
         )
@@ -344,7 +353,7 @@ WORKERS = {
 }
 
 
-# ------------------------------------------------------------------------------------------ driver
+# ------------------------------------------------------------------------------- driver
 
 
 def run_worker(*args):
@@ -406,8 +415,9 @@ def main(argv=None):
         "ratios": {},
     }
     print(f"machine: {results['machine']}")
-    # Other work on the machine slows every system, PyTorch's two threads most (a thread that waits for a busy
-    # core stalls the other at every barrier): the load is part of the result.
+    # Other work on the machine slows every system, PyTorch's two threads most (a thread
+    # that waits for a busy core stalls the other at every barrier): the load is part of
+    # the result.
     print(
         "load average (1, 5, 15 min): "
         + ", ".join(f"{v:.2f}" for v in results["load_before"])
@@ -417,16 +427,16 @@ def main(argv=None):
         "Keras 3 (JAX backend, CPU)",
         f"PyTorch (CPU, {TORCH_THREADS} threads)",
     )
-    has_torch = (
-        importlib.util.find_spec("torch") is not None
-    )  # found, not imported: no threads started here
+    # found, not imported: no threads started here
+    has_torch = importlib.util.find_spec("torch") is not None
     if not has_torch:
         print(f"  {TORCH_MISSING} (its rows are left out)")
-    # For each network, ours, Keras and PyTorch take turns, each in a process of its own, for three rounds,
-    # so that a slow spell of the machine does not fall on one system only; each row is the median of its
-    # epochs (the best is kept too). SimpleCNN: two epochs per turn, batches of 32. deep_cnn: one epoch of a
-    # quarter of the images per turn, batches of 64 (DEEP_CNN_TRAINING). The loop version is timed once, on
-    # a few batches.
+    # For each network, ours, Keras and PyTorch take turns, each in a process of its
+    # own, for three rounds, so that a slow spell of the machine does not fall on one
+    # system only; each row is the median of its epochs (the best is kept too).
+    # SimpleCNN: two epochs per turn, batches of 32. deep_cnn: one epoch of a quarter of
+    # the images per turn, batches of 64 (DEEP_CNN_TRAINING). The loop version is timed
+    # once, on a few batches.
     rounds = 1 if args.quick else 3
     peers = [("keras", keras)] + ([("torch", pytorch)] if has_torch else [])
 
@@ -451,9 +461,10 @@ def main(argv=None):
         try:
             row = run_worker(*worker)
         except RuntimeError as err:
+            # the error itself
             print(
                 f"  {model:7s} {system:38s} failed: {str(err).strip().splitlines()[-1]}"
-            )  # the error itself
+            )
             continue
         entry = (
             results["epochs"]
@@ -467,29 +478,30 @@ def main(argv=None):
         entry["best_seconds_per_epoch"] = (
             float(np.min(entry["epoch_seconds"])) * 60000 / row["images"]
         )
+        # versions
         entry.update(
             {
                 k: v
                 for k, v in row.items()
                 if k not in ("epoch_seconds", "images", "loss")
             }
-        )  # versions
+        )
         print(
             f"  {model:7s} {system:38s} epochs of {row['images']} images took "
             + ", ".join(f"{t:.2f}" for t in row["epoch_seconds"])
             + " s"
         )
     print(
-        "\nseconds per 60,000-image epoch (of the epochs above, scaled to 60,000 images):"
+        "\nseconds per 60,000-image epoch "
+        "(of the epochs above, scaled to 60,000 images):"
     )
     print(f"  {'':7s} {'':38s} {'median':>9s} {'best':>9s}")
     for model, systems in results["epochs"].items():
         for system, entry in systems.items():
-            print(
-                f"  {model:7s} {system:38s} {entry['seconds_per_epoch']:9.1f} {entry['best_seconds_per_epoch']:9.1f}"
-            )
-    # Our time over each framework's (below 1: ours is faster), from the medians (and from the best epochs).
-    # The targets are issue 15's.
+            median, best = entry["seconds_per_epoch"], entry["best_seconds_per_epoch"]
+            print(f"  {model:7s} {system:38s} {median:9.1f} {best:9.1f}")
+    # Our time over each framework's (below 1: ours is faster), from the medians (and
+    # from the best epochs). The targets are issue 15's.
     titles = {
         "simple": ("SimpleCNN, batch 32", {"keras": 0.5, "pytorch": 0.40}),
         "deep": ("deep_cnn, batch 64 ", {"pytorch": 1.5}),
@@ -524,16 +536,16 @@ def main(argv=None):
                 parts.append(f"ours / {label} = {ratio:.2f} (best {best:.2f}{target})")
         print(f"  {title}: " + "; ".join(parts))
     if "ours_over_keras" in results["ratios"].get("simple", {}):
-        results["ours_over_keras"] = results["ratios"]["simple"][
-            "ours_over_keras"
-        ]  # as in earlier results
+        # as in earlier results
+        results["ours_over_keras"] = results["ratios"]["simple"]["ours_over_keras"]
     simple = results["epochs"].get("simple", {})
     if ours in simple and loops in simple:
         results["speedup_over_loops"] = (
             simple[loops]["seconds_per_epoch"] / simple[ours]["seconds_per_epoch"]
         )
         print(
-            f"  SimpleCNN, batch 32: vectorised is {results['speedup_over_loops']:,.0f}x faster than the loops "
+            "  SimpleCNN, batch 32: vectorised is "
+            f"{results['speedup_over_loops']:,.0f}x faster than the loops "
             "(target >= 100x)"
         )
 
@@ -552,7 +564,8 @@ def main(argv=None):
             else "  (no image gradient, as in training)"
         )
         print(
-            f"  {row['layer']:60s} forward {row['forward_ms']:7.3f}  backward {row['backward_ms']:7.3f}{note}"
+            f"  {row['layer']:60s} forward {row['forward_ms']:7.3f}  "
+            f"backward {row['backward_ms']:7.3f}{note}"
         )
     for kind in ("batch", "image"):
         results[f"scaling_{kind}"] = run_worker("scaling", kind)
@@ -560,7 +573,8 @@ def main(argv=None):
         for row in results[f"scaling_{kind}"]:
             print(
                 f"  batch {row['batch_size']:4d}  image {row['image_size']:4d}  "
-                f"{row['ms_per_step']:8.2f} ms per step  {row['us_per_image']:8.1f} us per image"
+                f"{row['ms_per_step']:8.2f} ms per step  "
+                f"{row['us_per_image']:8.1f} us per image"
             )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))

@@ -1,8 +1,9 @@
 """Shared fixtures and helpers for the test suite of the ``cnn`` package.
 
-The helpers here are the *references* the tests compare the package with (plain loops written from
-the definitions, kept deliberately naive and independent of the code under test, and the same
-operations written with JAX), and the checks and fixtures that the tests of several modules share.
+The helpers here are the *references* the tests compare the package with (plain loops
+written from the definitions, kept deliberately naive and independent of the code under
+test, and the same operations written with JAX), and the checks and fixtures that the
+tests of several modules share.
 """
 
 import os
@@ -25,15 +26,17 @@ settings.register_profile("cnn", deadline=None, max_examples=30, print_blob=True
 settings.load_profile("cnn")
 jax.config.update("jax_enable_x64", True)
 
-# Float64 gradient checks: a correct backward pass agrees with centred differences to about 1e-9;
-# a gradient off by a factor of 2 gives 1/3, a transposed or flipped kernel gives O(1).
+# Float64 gradient checks: a correct backward pass agrees with centred differences to
+# about 1e-9; a gradient off by a factor of 2 gives 1/3, a transposed or flipped kernel
+# gives O(1).
 GRAD_TOL = 1e-6
 
 # Comparisons with JAX in float64: the same operations, summed in another order.
 RTOL, ATOL = 1e-10, 1e-12
 
-# Convolution geometries (N, C, H, W, F, K, stride, padding): odd sizes, H != W, every kernel size
-# 1, 2, 3, 5, strides 1-3, paddings 0-2, and strides that do not divide H + 2P - K.
+# Convolution geometries (N, C, H, W, F, K, stride, padding): odd sizes, H != W, every
+# kernel size 1, 2, 3, 5, strides 1-3, paddings 0-2, and strides that do not divide
+# H + 2P - K.
 CONV_CASES = [
     (1, 1, 5, 4, 1, 1, 1, 0),
     (2, 3, 6, 5, 2, 2, 2, 0),
@@ -46,8 +49,8 @@ CONV_CASES = [
     (2, 2, 5, 7, 3, 1, 2, 2),
 ]
 
-# Pooling geometries (N, C, H, W, pool_size, stride): non-overlapping, overlapping (stride < pool),
-# gapped (stride > pool) and sizes the stride does not divide.
+# Pooling geometries (N, C, H, W, pool_size, stride): non-overlapping, overlapping
+# (stride < pool), gapped (stride > pool) and sizes the stride does not divide.
 POOL_CASES = [
     (1, 1, 4, 6, 2, 2),
     (2, 3, 7, 5, 2, 2),
@@ -73,21 +76,22 @@ def rng():
 def make_conv(
     F, C, K, stride=1, padding=0, impl="vectorized", dtype=np.float64, seed=0
 ):
-    """A ConvLayer with random weights *and* random (non-zero) biases, so bias bugs are visible."""
+    """A ConvLayer with random weights *and* random (non-zero) biases, so bias bugs are
+    visible."""
     layer = cnn.ConvLayer(
         F, K, C, stride=stride, padding=padding, rng=seed, dtype=dtype, impl=impl
     )
-    layer.biases[...] = np.random.default_rng(seed + 1).standard_normal(
-        F
-    )  # in place: params stay live
+    # in place: params stay live
+    layer.biases[...] = np.random.default_rng(seed + 1).standard_normal(F)
     return layer
 
 
-# ---------------------------------------------------------------------------- references: loops and JAX
+# ------------------------------------------------------------ references: loops and JAX
 
 
 def conv_reference(X, Wt, b, stride, padding):
-    """Convolution layer forward from its definition, one multiply-add at a time (cross-correlation)."""
+    """Convolution layer forward from its definition, one multiply-add at a time
+    (cross-correlation)."""
     N, C, H, W = X.shape
     F, _, K, _ = Wt.shape
     Xp = np.zeros((N, C, H + 2 * padding, W + 2 * padding))
@@ -112,8 +116,8 @@ def conv_reference(X, Wt, b, stride, padding):
 
 
 def maxpool_reference(X, P, s, dout=None):
-    """Max pooling forward (and, given dout, backward) with loops; ties go to the first maximum in
-    row-major order of the window, exactly as ``np.argmax`` picks it."""
+    """Max pooling forward (and, given dout, backward) with loops; ties go to the first
+    maximum in row-major order of the window, exactly as ``np.argmax`` picks it."""
     N, C, H, W = X.shape
     OH, OW = (H - P) // s + 1, (W - P) // s + 1
     out = np.zeros((N, C, OH, OW), dtype=X.dtype)
@@ -143,16 +147,18 @@ def jax_conv(X, Wt, b, stride, padding):
 
 
 def jax_maxpool(X, P, s):
-    """Max pooling with lax.reduce_window over (P, P) windows every s pixels, no padding."""
+    """Max pooling with lax.reduce_window over (P, P) windows every s pixels, no
+    padding."""
     return lax.reduce_window(X, -jnp.inf, lax.max, (1, 1, P, P), (1, 1, s, s), "VALID")
 
 
-# ---------------------------------------------------------------------------- inputs
+# ------------------------------------------------------------------------------- inputs
 
 
 def distinct_values(shape, rng, spacing=0.01):
-    """An array whose entries are all different by at least ``spacing``: no ties and no near-ties,
-    so max pooling is differentiable at it and centred differences with h=1e-5 do not cross a kink."""
+    """An array whose entries are all different by at least ``spacing``: no ties and no
+    near-ties, so max pooling is differentiable at it and centred differences with
+    h=1e-5 do not cross a kink."""
     n = int(np.prod(shape))
     return (rng.permutation(n).astype(np.float64) * spacing - n * spacing / 2).reshape(
         shape
@@ -160,7 +166,8 @@ def distinct_values(shape, rng, spacing=0.01):
 
 
 def away_from_zero(shape, rng, margin=1e-3):
-    """Standard normal values with |x| >= margin, so ReLU's kink at 0 is never crossed by h=1e-5."""
+    """Standard normal values with |x| >= margin, so ReLU's kink at 0 is never crossed
+    by h=1e-5."""
     X = rng.standard_normal(shape)
     return np.where(np.abs(X) < margin, np.copysign(margin, X) + X, X)
 
@@ -170,12 +177,11 @@ def images(n, seed=0):
     return np.random.default_rng(seed).random((n, 1, 28, 28)).astype(np.float32)
 
 
-seeds = st.integers(
-    0, 2**32 - 1
-)  # hypothesis: a seed for the random inputs of a property test
+# hypothesis: a seed for the random inputs of a property test
+seeds = st.integers(0, 2**32 - 1)
 
 
-# ---------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------------------- checks
 
 
 def assert_gradients_match(errors, tol=GRAD_TOL):
@@ -188,10 +194,11 @@ def assert_gradients_match(errors, tol=GRAD_TOL):
 def assert_matches_numerical_gradients(layer, X, seed):
     """Analytic dX and parameter gradients equal centred differences to rtol GRAD_TOL.
 
-    Over thousands of random geometries some gradient elements are tiny (one small weight times one
-    small dout, ~1e-9), where the centred difference's rounding noise (~1e-11) alone exceeds a purely
-    relative 1e-6; an absolute floor of 1e-9 times the largest gradient absorbs that noise and nothing else
-    (a wrong gradient is wrong by O(1) relative on most elements).
+    Over thousands of random geometries some gradient elements are tiny (one small
+    weight times one small dout, ~1e-9), where the centred difference's rounding noise
+    (~1e-11) alone exceeds a purely relative 1e-6; an absolute floor of 1e-9 times the
+    largest gradient absorbs that noise and nothing else (a wrong gradient is wrong by
+    O(1) relative on most elements).
     """
     out = layer.forward(X)
     dout = np.random.default_rng(seed).standard_normal(out.shape)
@@ -224,18 +231,20 @@ def all_params(model):
     return [p.copy() for layer in model.param_layers for p in layer.params.values()]
 
 
-# ---------------------------------------------------------------------------- data and a trained model
+# ------------------------------------------------------------- data and a trained model
 
 
 @pytest.fixture(scope="session")
 def mnist():
-    """The whole MNIST as ``load_mnist()`` returns it (uint8), loaded and verified once per session."""
+    """The whole MNIST as ``load_mnist()`` returns it (uint8), loaded and verified once
+    per session."""
     return cnn.load_mnist()
 
 
 @pytest.fixture(scope="session")
 def small_mnist(mnist):
-    """A small prepared subset: 500 training images and 1000 held-out test images, float32 in [0, 1]."""
+    """A small prepared subset: 500 training images and 1000 held-out test images,
+    float32 in [0, 1]."""
     (X_train, y_train), (X_test, y_test) = mnist
     return (
         (cnn.prepare_images(X_train[:500]), y_train[:500].astype(np.int64)),
@@ -245,7 +254,8 @@ def small_mnist(mnist):
 
 @pytest.fixture(scope="session")
 def trained(small_mnist):
-    """A SimpleCNN trained for 3 epochs on 500 MNIST images, with its history (trained once per session)."""
+    """A SimpleCNN trained for 3 epochs on 500 MNIST images, with its history (trained
+    once per session)."""
     (X_train, y_train), _ = small_mnist
     model = SimpleCNN(seed=0)
     history = model.train(X_train, y_train, epochs=3, batch_size=32, verbose=0)

@@ -1,6 +1,7 @@
-"""cnn._checks, the argument checks every layer, loss and loop shares: bad input gets a clear exception
-naming the argument and what was expected, before any state changes. Here for every layer (or every
-entry point) at once; the refusals particular to one layer or function are in the tests of its module."""
+"""cnn._checks, the argument checks every layer, loss and loop shares: bad input gets a
+clear exception naming the argument and what was expected, before any state changes.
+Here for every layer (or every entry point) at once; the refusals particular to one
+layer or function are in the tests of its module."""
 
 import re
 
@@ -21,7 +22,7 @@ from cnn import (
     evaluate,
 )
 
-# ---------------------------------------------------------------------------- constructor arguments
+# ---------------------------------------------------------------- constructor arguments
 
 BAD_INTEGERS = [
     # (constructor, keyword arguments, exception, message regex)
@@ -181,7 +182,8 @@ BAD_INTEGERS = [
     ids=[f"{c.__name__}-{k}" for c, k, _, _ in BAD_INTEGERS],
 )
 def test_bad_constructor_arguments_are_refused_by_name(make, kwargs, error, message):
-    """Stride, padding, sizes, rates: 0, -1, 1.5, True or '3' where an integer (or range) is expected."""
+    """Stride, padding, sizes, rates: 0, -1, 1.5, True or '3' where an integer
+    (or range) is expected."""
     with pytest.raises(error, match=message):
         make(**kwargs)
 
@@ -194,7 +196,7 @@ def test_numpy_integers_are_accepted_as_sizes():
     assert layer.forward(np.zeros((1, 1, 5, 5), dtype=np.float32)).shape == (1, 2, 3, 3)
 
 
-# ---------------------------------------------------------------------------- input arrays (check_array)
+# ----------------------------------------------------------- input arrays (check_array)
 
 
 LAYER_FORWARDS = {
@@ -224,7 +226,8 @@ def test_nan_or_inf_input_is_refused(name, bad):
 
 @pytest.mark.parametrize("name", sorted(LAYER_FORWARDS))
 def test_uint8_images_given_to_a_layer_are_refused(name):
-    """Integer (uint8) images are refused with the conversion to use: astype('float32') / 255."""
+    """Integer (uint8) images are refused with the conversion to use:
+    astype('float32') / 255."""
     make, shape = LAYER_FORWARDS[name]
     with pytest.raises(
         TypeError,
@@ -244,10 +247,11 @@ def test_empty_batch_is_refused(name):
         make().forward(np.ones((0,) + shape[1:], dtype=np.float32))
 
 
-# ---------------------------------------------------------------------------- labels (check_labels)
+# ---------------------------------------------------------------- labels (check_labels)
 
 
-LABEL = r"(: y|: y_train|: labels)"  # the argument's name in train/evaluate/backward, and in cross_entropy_loss
+# the argument's name in train/evaluate/backward, and in cross_entropy_loss
+LABEL = r"(: y|: y_train|: labels)"
 BAD_LABELS = [
     (
         np.array([0.5, 1, 2, 3]),
@@ -292,7 +296,8 @@ BAD_LABELS = [
     "call", ["train", "evaluate", "backward", "cross_entropy_loss"]
 )
 def test_bad_labels_are_refused(call, labels, error, message):
-    """Labels that are not integers in [0, 10), not 1-D, or not one per image are refused with what was expected."""
+    """Labels that are not integers in [0, 10), not 1-D, or not one per image are
+    refused with what was expected."""
     model = SimpleCNN()
     X = images(4)
     calls = {
@@ -315,7 +320,7 @@ def test_whole_float_labels_are_accepted():
     ) == pytest.approx(np.log(10))
 
 
-# ---------------------------------------------------------------------------- backward (require_forward, check_dout)
+# ----------------------------------------------- backward (require_forward, check_dout)
 
 
 BACKWARD_LAYERS = {
@@ -339,11 +344,11 @@ def test_backward_before_forward(name):
         call(np.ones((2, 2)))
 
 
-@pytest.mark.parametrize(
-    "name", sorted(set(LAYER_FORWARDS) - {"Flatten"})
-)  # Flatten's backward needs no cache
+# Flatten's backward needs no cache
+@pytest.mark.parametrize("name", sorted(set(LAYER_FORWARDS) - {"Flatten"}))
 def test_backward_after_an_evaluation_forward_is_refused(name):
-    """forward(X, training=False) keeps no cache, so a following backward is refused, not silently wrong."""
+    """forward(X, training=False) keeps no cache, so a following backward is refused,
+    not silently wrong."""
     make, shape = LAYER_FORWARDS[name]
     layer = make()
     out = layer.forward(np.ones(shape, dtype=np.float32), training=False)

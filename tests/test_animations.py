@@ -1,7 +1,9 @@
-"""The book's animations: each builds, has the frames it should, and its last frame is the package's result.
+"""The book's animations: each builds, has the frames it should, and its last frame is
+the package's result.
 
-Odd shapes, strides that do not divide the input, padding and overlapping pooling windows, compared
-with ``convolve2d``, ``MaxPoolLayer`` and ``ConvLayer`` (and the loop references of conftest).
+Odd shapes, strides that do not divide the input, padding and overlapping pooling
+windows, compared with ``convolve2d``, ``MaxPoolLayer`` and ``ConvLayer`` (and the loop
+references of conftest).
 """
 
 import re
@@ -20,7 +22,8 @@ import cnn
 from cnn import animations
 from cnn.conv import output_size
 
-# An animation built to check its frames and never played makes matplotlib warn; these are not played.
+# An animation built to check its frames and never played makes matplotlib warn; these
+# are not played.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Animation was deleted without rendering anything"
 )
@@ -46,7 +49,8 @@ IM2COL_GEOMETRIES = [
 
 @pytest.fixture(autouse=True)
 def no_pyplot_figures():
-    """The animations draw outside pyplot, so a notebook shows no static copy of them."""
+    """The animations draw outside pyplot, so a notebook shows no static copy of
+    them."""
     before = set(plt.get_fignums())
     yield
     assert set(plt.get_fignums()) == before
@@ -72,7 +76,8 @@ def test_convolution_last_frame_is_convolve2d(geometry, rng):
         rtol=1e-12,
         atol=1e-12,
     )
-    # One more output pixel per frame, in row-major order, at the window the frame outlines.
+    # One more output pixel per frame, in row-major order, at the window the frame
+    # outlines.
     assert [_filled(f, "out") for f in anim.frames_data] == list(range(OH * OW + 1))
     assert [f["position"] for f in anim.frames_data[1:]] == [
         (i, j) for i in range(OH) for j in range(OW)
@@ -102,7 +107,8 @@ def test_max_pooling_last_frame_is_max_pool_layer(geometry, rng):
     last = anim.frames_data[-1]
     assert_array_equal(last["out"], anim.result["out"])
     assert_array_equal(last["dX"], anim.result["dX"])
-    # Forward frames fill the output one window at a time; the gradient appears only in the backward half.
+    # Forward frames fill the output one window at a time; the gradient appears only in
+    # the backward half.
     assert [_filled(f, "out") for f in anim.frames_data[: OH * OW + 1]] == list(
         range(OH * OW + 1)
     )
@@ -110,7 +116,7 @@ def test_max_pooling_last_frame_is_max_pool_layer(geometry, rng):
     assert all(f["phase"] == "backward" for f in anim.frames_data[OH * OW + 1 :])
     # Each backward frame adds exactly its dout to exactly its winner.
     for before, after in zip(
-        anim.frames_data[OH * OW + 1 :], anim.frames_data[OH * OW + 2 :], strict=True
+        anim.frames_data[OH * OW + 1 :], anim.frames_data[OH * OW + 2 :], strict=False
     ):
         i, j = after["position"]
         change = after["dX"] - before["dX"]
@@ -162,9 +168,8 @@ def test_im2col_product_is_conv_layer_forward(geometry, rng):
     assert [_filled(f, "cols") for f in anim.frames_data[:-1]] == [
         K * K * n for n in range(OH * OW + 1)
     ]
-    assert all(
-        np.isnan(f["out"]).all() for f in anim.frames_data[:-1]
-    )  # one product, in the last frame
+    # one product, in the last frame
+    assert all(np.isnan(f["out"]).all() for f in anim.frames_data[:-1])
 
 
 def test_im2col_accepts_layer_shaped_weights():
@@ -235,9 +240,8 @@ def test_html_plays_offline_and_stays_small(name):
     anim = CHAPTER_EXAMPLES[name]()
     html = anim.to_html()
     assert len(html) < 1_500_000
-    assert (
-        "http://" not in html and "https://" not in html
-    )  # no web font, no CDN: works offline
+    # no web font, no CDN: works offline
+    assert "http://" not in html and "https://" not in html
     assert "fa fa-" not in html
     assert int(re.search(r"new Array\((\d+)\)", html).group(1)) == anim.num_frames
     assert (
@@ -245,9 +249,8 @@ def test_html_plays_offline_and_stays_small(name):
         == anim.num_frames
     )
     img = re.search(r'<img id="_anim_img\w+" src="([^"]+)"', html)
-    assert img and img.group(1).startswith(
-        "data:image/png;base64,"
-    )  # a picture before the script runs
+    # a picture before the script runs
+    assert img and img.group(1).startswith("data:image/png;base64,")
     for title in ("Play", "Pause", "Next frame", "Previous frame"):
         assert f'title="{title}"' in html
     assert anim._repr_html_().count("<img") == 1

@@ -1,4 +1,5 @@
-"""Data augmentation: exact identities, integer shifts, rotations by 90 degrees, and training with it."""
+"""Data augmentation: exact identities, integer shifts, rotations by 90 degrees, and
+training with it."""
 
 import functools
 
@@ -43,10 +44,10 @@ def test_integer_shift_moves_pixels_exactly():
 
 @pytest.mark.parametrize("size", [4, 5])
 def test_rotation_by_90_degrees_is_rot90(size):
-    """Positive angles turn the picture counter-clockwise as plt.imshow shows it, like np.rot90."""
-    X = np.arange(2 * size * size, dtype=np.float64).reshape(
-        2, size, size
-    )  # asymmetric pictures
+    """Positive angles turn the picture counter-clockwise as plt.imshow shows it, like
+    np.rot90."""
+    # asymmetric pictures
+    X = np.arange(2 * size * size, dtype=np.float64).reshape(2, size, size)
     np.testing.assert_allclose(
         affine_transform(X, 90.0), np.rot90(X, k=1, axes=(1, 2)), atol=1e-9
     )
@@ -60,9 +61,8 @@ def test_rotation_by_90_degrees_is_rot90(size):
 
 def test_half_pixel_shift_interpolates_bilinearly():
     X = np.array([[[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]])
-    out = affine_transform(
-        X, 0.0, (0.0, 0.5)
-    )  # each pixel reads half-way to its left neighbour
+    # each pixel reads half-way to its left neighbour
+    out = affine_transform(X, 0.0, (0.0, 0.5))
     np.testing.assert_allclose(out, [[[0.0, 1.0, 3.0], [3.0, 7.0, 9.0]]])
     # bilinear_sample reads between four pixels with the product weights.
     value = bilinear_sample(X[:, None], np.array([[[0.5]]]), np.array([[[0.25]]]))
@@ -83,14 +83,12 @@ def test_shape_dtype_and_reproducibility(function):
         X = _images(shape, dtype=dtype)
         out = function(X, np.random.default_rng(42))
         assert out.shape == X.shape and out.dtype == X.dtype
-        np.testing.assert_array_equal(
-            out, function(X, np.random.default_rng(42))
-        )  # same seed, same output
+        # same seed, same output
+        np.testing.assert_array_equal(out, function(X, np.random.default_rng(42)))
         assert not np.array_equal(out, function(X, np.random.default_rng(43)))
         assert not np.array_equal(out, X)
-        assert (
-            out.min() >= 0 and out.max() <= 1 + 1e-6
-        )  # interpolation stays within the pixel range
+        # interpolation stays within the pixel range
+        assert out.min() >= 0 and out.max() <= 1 + 1e-6
 
 
 def test_each_image_gets_its_own_transformation():
@@ -149,7 +147,8 @@ def test_train_with_augmentation_matches_train_without_augmentation():
 
 
 def test_train_with_augmentation_learns_and_is_reproducible(capsys):
-    # Classes: a bright blob in the left, middle or right of a 6x6 image; shifts keep them recognisable.
+    # Classes: a bright blob in the left, middle or right of a 6x6 image; shifts keep
+    # them recognisable.
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 90)
     X = rng.random((90, 1, 6, 6)).astype(np.float32) * 0.1

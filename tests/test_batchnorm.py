@@ -1,4 +1,5 @@
-"""BatchNorm: numerical gradients, running statistics in evaluation, a JAX reference, and Sequential."""
+"""BatchNorm: numerical gradients, running statistics in evaluation, a JAX reference,
+and Sequential."""
 
 import numpy as np
 import pytest
@@ -24,9 +25,8 @@ def _layer(D, seed=1):
     "shape", [(6, 4), (3, 2, 4, 5)], ids=["2-D (N, D)", "4-D (N, C, H, W)"]
 )
 def test_numerical_gradients(shape):
-    X = (
-        np.random.default_rng(7).standard_normal(shape) * 3 + 1
-    )  # another seed than check_layer's dout
+    # another seed than check_layer's dout
+    X = np.random.default_rng(7).standard_normal(shape) * 3 + 1
     errors = check_layer(_layer(shape[1]), X, seed=0)
     assert max(errors.values()) < 1e-6, errors
 
@@ -59,10 +59,10 @@ def test_evaluation_uses_running_statistics():
         bn.running_var[None, :, None, None] + bn.eps
     ) * bn.gamma[None, :, None, None] + bn.beta[None, :, None, None]
     np.testing.assert_allclose(out, expected)
-    np.testing.assert_array_equal(
-        bn.running_mean, before
-    )  # evaluation does not change them
-    # Each image's output is independent of the rest of the batch in evaluation, not in training.
+    # evaluation does not change them
+    np.testing.assert_array_equal(bn.running_mean, before)
+    # Each image's output is independent of the rest of the batch in evaluation, not in
+    # training.
     np.testing.assert_allclose(bn.forward(X[:1], training=False), out[:1])
     with pytest.raises(RuntimeError, match="before forward"):
         bn.gradient(np.ones_like(X))  # nothing was cached for a backward pass
@@ -73,9 +73,8 @@ def test_running_statistics_update_formula():
     X = np.array([[1.0, 10.0], [3.0, 14.0]])
     bn.forward(X)
     np.testing.assert_allclose(bn.running_mean, 0.8 * 0 + 0.2 * np.array([2.0, 12.0]))
-    np.testing.assert_allclose(
-        bn.running_var, 0.8 * 1 + 0.2 * np.array([1.0, 4.0])
-    )  # biased variance
+    # biased variance
+    np.testing.assert_allclose(bn.running_var, 0.8 * 1 + 0.2 * np.array([1.0, 4.0]))
 
 
 @pytest.mark.parametrize("shape", [(8, 5), (4, 3, 6, 6)])
@@ -122,9 +121,10 @@ def test_float32_stays_float32_and_update_is_in_place():
     gamma, beta = bn.params["gamma"], bn.params["beta"]
     bn.grads = {"gamma": np.ones(4, np.float32), "beta": np.ones(4, np.float32)}
     bn.update(0.5)
+    # live arrays
     assert (
         bn.params["gamma"] is gamma and bn.gamma is gamma and bn.params["beta"] is beta
-    )  # live arrays
+    )
     np.testing.assert_allclose(gamma, 0.5)
     np.testing.assert_allclose(beta, -0.5)
     assert bn.num_params() == 8 and bn.output_shape((4, 3, 3)) == (4, 3, 3)
@@ -148,7 +148,8 @@ def test_bad_input_gives_clear_errors():
 
 
 def test_in_a_sequential_model():
-    """BatchNorm after a convolution and after a dense layer: exact gradients and training with Adam."""
+    """BatchNorm after a convolution and after a dense layer: exact gradients and
+    training with Adam."""
     rng = np.random.default_rng(0)
     layers = [
         ConvLayer(2, 3, 1, padding=1, rng=rng, dtype=np.float64),
@@ -170,8 +171,9 @@ def test_in_a_sequential_model():
     X = rng.standard_normal((6, 1, 5, 5))
     y = rng.integers(0, 3, 6)
     errors = check_model(model, X, y, max_checks=10)
-    # The biases of layers 0 and 4 have no effect (the BatchNorm after them subtracts the mean): their
-    # gradients are 0 up to rounding, where relative errors mean nothing.
+    # The biases of layers 0 and 4 have no effect (the BatchNorm after them subtracts
+    # the mean): their gradients are 0 up to rounding, where relative errors mean
+    # nothing.
     for i in (0, 4):
         assert np.abs(model.layers[i].grads["biases"]).max() < 1e-12
         del errors[f"{i}.biases"]

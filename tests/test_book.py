@@ -1,4 +1,5 @@
-"""cnn.book: the checks behind the book's sentences, errors shown on purpose, spreads over seeds."""
+"""cnn.book: the checks behind the book's sentences, errors shown on purpose, spreads
+over seeds."""
 
 import os
 import subprocess
@@ -126,8 +127,9 @@ def _square_and_pid(seed):
     return seed * seed, os.getpid()
 
 
-# over_seeds forks, and this test session imports JAX (conftest, for the comparisons with JAX), which is not
-# fork-safe: the tests that fork run in a fresh interpreter, as a notebook that trains without JAX does.
+# over_seeds forks, and this test session imports JAX (conftest, for the comparisons
+# with JAX), which is not fork-safe: the tests that fork run in a fresh interpreter, as
+# a notebook that trains without JAX does.
 FORKING = """
 import os, sys
 import numpy as np
@@ -154,14 +156,16 @@ def train(seed):                      # defined in __main__, as in a notebook
 parallel = over_seeds(train, [0, 1], processes=2)
 serial = over_seeds(train, [0, 1], processes=1)
 for p, s in zip(parallel, serial):
-    np.testing.assert_array_equal(p, s)          # forked workers train exactly as this process does
+    # forked workers train exactly as this process does
+    np.testing.assert_array_equal(p, s)
 assert not np.array_equal(parallel[0], parallel[1])
 print("ok")
 """
 
 
 def test_over_seeds_in_worker_processes_trains_as_a_loop():
-    """Results in the order of the seeds, from other processes, bit-identical to training in this process."""
+    """Results in the order of the seeds, from other processes, bit-identical to
+    training in this process."""
     result = subprocess.run(
         [sys.executable, "-c", FORKING], capture_output=True, text=True, timeout=300
     )

@@ -1,4 +1,5 @@
-"""The command line ``python -m cnn``: train and evaluate on a few images, help, and clear errors."""
+"""The command line ``python -m cnn``: train and evaluate on a few images, help, and
+clear errors."""
 
 import subprocess
 import sys
@@ -15,14 +16,16 @@ from cnn.networks import two_conv_net
 
 @pytest.fixture(scope="module")
 def mnist_head():
-    """The first 100 training and test images of MNIST, loaded once for the whole module."""
+    """The first 100 training and test images of MNIST, loaded once for the whole
+    module."""
     (X_train, y_train), (X_test, y_test) = load_mnist_prepared()
     return (X_train[:100], y_train[:100]), (X_test[:100], y_test[:100])
 
 
 @pytest.fixture(autouse=True)
 def quick_data(monkeypatch, mnist_head):
-    """The command line reads these instead of verifying and converting all 70,000 images on every call."""
+    """The command line reads these instead of verifying and converting all 70,000
+    images on every call."""
     monkeypatch.setattr(cnn.__main__, "load_mnist_prepared", lambda: mnist_head)
 
 

@@ -1,5 +1,6 @@
-"""cnn.conv: convolve2d, im2col and col2im, the loop versions and ConvLayer against their definitions, over
-random geometries (hypothesis), against numerical gradients, JAX and Keras; and their refusals of bad input."""
+"""cnn.conv: convolve2d, im2col and col2im, the loop versions and ConvLayer against
+their definitions, over random geometries (hypothesis), against numerical gradients, JAX
+and Keras; and their refusals of bad input."""
 
 from functools import partial
 
@@ -42,11 +43,12 @@ IMAGE_1_TO_9 = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
 KERNEL_1_TO_4 = np.array([[1.0, 2.0], [3.0, 4.0]])
 
 
-# ---------------------------------------------------------------------------- convolve2d
+# --------------------------------------------------------------------------- convolve2d
 
 
 def test_convolve2d_hand_worked_3x3_image_2x2_kernel():
-    """A 3x3 image and a 2x2 kernel, worked by hand: each output is the dot product of kernel and patch."""
+    """A 3x3 image and a 2x2 kernel, worked by hand: each output is the dot product of
+    kernel and patch."""
     # [[1*1+2*2+4*3+5*4, 2*1+3*2+5*3+6*4], [4*1+5*2+7*3+8*4, 5*1+6*2+8*3+9*4]]
     expected = np.array([[37.0, 47.0], [67.0, 77.0]])
     assert_array_equal(convolve2d(IMAGE_1_TO_9, KERNEL_1_TO_4), expected)
@@ -55,7 +57,8 @@ def test_convolve2d_hand_worked_3x3_image_2x2_kernel():
 def test_convolve2d_hand_worked_padding_and_stride():
     """padding=1, stride=2 on the 3x3 image: the padded corners, worked by hand."""
     # padded 5x5; windows at rows/cols 0-1 and 2-3:
-    # [[0,0],[0,1]].k = 4;  [[0,0],[2,3]].k = 6+12 = 18;  [[0,4],[0,7]].k = 8+28 = 36;  [[5,6],[8,9]].k = 77
+    # [[0,0],[0,1]].k = 4;  [[0,0],[2,3]].k = 6+12 = 18;  [[0,4],[0,7]].k = 8+28 = 36;
+    # [[5,6],[8,9]].k = 77
     expected = np.array([[4.0, 18.0], [36.0, 77.0]])
     assert_array_equal(
         convolve2d(IMAGE_1_TO_9, KERNEL_1_TO_4, stride=2, padding=1), expected
@@ -63,7 +66,8 @@ def test_convolve2d_hand_worked_padding_and_stride():
 
 
 def test_convolve2d_is_cross_correlation_not_flipped():
-    """The kernel is not flipped or transposed: a one-hot kernel picks the pixel at its own offset."""
+    """The kernel is not flipped or transposed: a one-hot kernel picks the pixel at its
+    own offset."""
     image = np.arange(20.0).reshape(4, 5)
     kernel = np.zeros((2, 3))
     kernel[0, 2] = 1.0  # tap at row offset 0, column offset 2
@@ -71,7 +75,8 @@ def test_convolve2d_is_cross_correlation_not_flipped():
 
 
 def test_convolve2d_activity_edge_kernel_example():
-    """The activity's example: a 5x5 image and the 3x3 integer edge kernel give a 3x3 map of row differences."""
+    """The activity's example: a 5x5 image and the 3x3 integer edge kernel give a 3x3
+    map of row differences."""
     image = np.random.default_rng(0).random((5, 5))
     edge = np.array([[-1, -1, -1], [0, 0, 0], [1, 1, 1]])
     result = convolve2d(image, edge)
@@ -101,7 +106,8 @@ def test_convolve2d_activity_edge_kernel_example():
     ],
 )
 def test_convolve2d_matches_direct_formula(rng, H, W, KH, KW, stride, padding):
-    """output[i, j] = sum_ab padded[i*s + a, j*s + b] * kernel[a, b], summed term by term."""
+    """output[i, j] = sum_ab padded[i*s + a, j*s + b] * kernel[a, b], summed term by
+    term."""
     image, kernel = rng.standard_normal((H, W)), rng.standard_normal((KH, KW))
     padded = np.zeros((H + 2 * padding, W + 2 * padding))
     padded[padding : padding + H, padding : padding + W] = image
@@ -133,7 +139,8 @@ def test_convolve2d_matches_direct_formula(rng, H, W, KH, KW, stride, padding):
     ],
 )
 def test_output_size_formula(size, kernel, stride, padding, expected):
-    """output_size is (size + 2*padding - kernel) // stride + 1, checked on values counted by hand."""
+    """output_size is (size + 2*padding - kernel) // stride + 1, checked on values
+    counted by hand."""
     assert output_size(size, kernel, stride, padding) == expected
 
 
@@ -177,12 +184,13 @@ def test_convolve2d_kernel_larger_than_padded_input():
         convolve2d(np.ones((3, 3)), np.ones((4, 2)))
 
 
-# ---------------------------------------------------------------------------- the layer's forward pass
+# ------------------------------------------------------------- the layer's forward pass
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_conv_forward_loops_matches_definition(rng, case):
-    """conv_forward_loops equals the seven-loop definition out[n,f,i,j] = b[f] + sum_{c,a,d} x * w."""
+    """conv_forward_loops equals the seven-loop definition
+    out[n,f,i,j] = b[f] + sum_{c,a,d} x * w."""
     N, C, H, W, F, K, s, p = case
     X, Wt, b = (
         rng.standard_normal((N, C, H, W)),
@@ -215,7 +223,8 @@ def test_vectorized_forward_matches_loops(rng, case):
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_vectorized_layer_matches_loops_layer(rng, case):
-    """impl='vectorized' and impl='loops' with the same seed give the same output, dX, dW and db."""
+    """impl='vectorized' and impl='loops' with the same seed give the same output, dX,
+    dW and db."""
     N, C, H, W, F, K, s, p = case
     fast, slow = (
         make_conv(F, C, K, s, p, impl="vectorized"),
@@ -233,8 +242,9 @@ def test_vectorized_layer_matches_loops_layer(rng, case):
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_conv_backward_loops_is_the_transpose_of_forward(rng, case):
-    """conv_backward_loops applies the transposed linear maps: <conv(X', W), dout> == <X', dX> and
-    <conv(X, W'), dout> == <W', dW> for random probes X', W' (db = sum of dout)."""
+    """conv_backward_loops applies the transposed linear maps:
+    <conv(X', W), dout> == <X', dX> and <conv(X, W'), dout> == <W', dW> for random
+    probes X', W' (db = sum of dout)."""
     N, C, H, W, F, K, s, p = case
     X, Wt = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, K, K))
     zeros = np.zeros(F)
@@ -252,7 +262,8 @@ def test_conv_backward_loops_is_the_transpose_of_forward(rng, case):
 
 
 def test_forward_float32_by_default_and_float64_on_request():
-    """Weights are float32 by default (training speed) and float64 with dtype=np.float64; outputs follow."""
+    """Weights are float32 by default (training speed) and float64 with
+    dtype=np.float64; outputs follow."""
     X32 = np.ones((1, 2, 5, 5), dtype=np.float32)
     layer = ConvLayer(3, 3, 2, rng=0)
     assert layer.weights.dtype == np.float32 and layer.biases.dtype == np.float32
@@ -263,7 +274,8 @@ def test_forward_float32_by_default_and_float64_on_request():
 
 
 def test_initial_weights_shapes_he_scale_and_zero_biases():
-    """weights (F, C, K, K) drawn with std sqrt(2 / (C K K)) (He), biases (F,) zero, params are the live arrays."""
+    """weights (F, C, K, K) drawn with std sqrt(2 / (C K K)) (He), biases (F,) zero,
+    params are the live arrays."""
     layer = ConvLayer(
         num_filters=400, filter_size=3, num_channels=2, rng=1, dtype=np.float64
     )
@@ -298,12 +310,13 @@ def test_simplecnn_geometry_keeps_28x28():
     assert layer.output_shape((1, 28, 28)) == (8, 28, 28)
 
 
-# ---------------------------------------------------------------------------- im2col and col2im
+# -------------------------------------------------------------------- im2col and col2im
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_im2col_col2im_are_adjoint(rng, case):
-    """<col2im(A), B> == <A, im2col(B)> for random A, B: col2im is exactly the transpose of im2col."""
+    """<col2im(A), B> == <A, im2col(B)> for random A, B: col2im is exactly the transpose
+    of im2col."""
     N, C, H, W, _, K, s, p = case
     B = rng.standard_normal((N, C, H, W))
     cols = im2col(B, K, s, p)
@@ -317,7 +330,8 @@ def test_im2col_col2im_are_adjoint(rng, case):
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_im2col_column_is_the_patch_under_each_output_pixel(rng, case):
-    """Column (n*OH + i)*OW + j of im2col is the padded patch at (i*s, j*s) of image n, in (C, K, K) order."""
+    """Column (n*OH + i)*OW + j of im2col is the padded patch at (i*s, j*s) of image n,
+    in (C, K, K) order."""
     N, C, H, W, _, K, s, p = case
     X = rng.standard_normal((N, C, H, W))
     Xp = np.pad(X, ((0, 0), (0, 0), (p, p), (p, p)))
@@ -331,7 +345,8 @@ def test_im2col_column_is_the_patch_under_each_output_pixel(rng, case):
 
 
 def test_col2im_sums_overlapping_patches():
-    """col2im of all-ones columns counts, for each pixel, how many windows cover it (3x3 kernel, stride 1)."""
+    """col2im of all-ones columns counts, for each pixel, how many windows cover it
+    (3x3 kernel, stride 1)."""
     X_shape = (1, 1, 4, 4)
     counts = col2im(np.ones((9, 4)), X_shape, 3, 1, 0)[0, 0]
     expected = np.array(
@@ -370,8 +385,8 @@ def test_package_exports_the_activity_api():
     ],
 )
 def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P, blocks, monkeypatch):
-    """In blocks (of 32768 // M columns, for small M x K, the last block partial) or in one call, A @ B and
-    A @ B.T equal NumPy's product (float64, so to rounding only)."""
+    """In blocks (of 32768 // M columns, for small M x K, the last block partial) or in
+    one call, A @ B and A @ B.T equal NumPy's product (float64, so to rounding only)."""
     A, B, D = (
         rng.standard_normal((M, K)),
         rng.standard_normal((K, P)),
@@ -385,9 +400,8 @@ def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P, blocks, monkey
         lambda *args, **kw: calls.append(1) or matmul(*args, **kw),
     )
     assert_allclose(cnn.conv.matmul_in_blocks(A, B), A @ B, rtol=1e-12, atol=1e-12)
-    assert len(calls) == (
-        blocks if blocks > 1 else 0
-    )  # one call per block; `A @ B` itself when one
+    # one call per block; `A @ B` itself when one
+    assert len(calls) == (blocks if blocks > 1 else 0)
     assert_allclose(
         cnn.conv.matmul_in_blocks(D, B, transpose_b=True),
         D @ B.T,
@@ -397,8 +411,9 @@ def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P, blocks, monkey
 
 
 def test_reused_buffers_follow_the_batch_size(rng):
-    """The layer's reused buffers (padded input, cols with its row of ones) give the right answer when the
-    batch size changes from call to call, also after a forward in evaluation mode."""
+    """The layer's reused buffers (padded input, cols with its row of ones) give the
+    right answer when the batch size changes from call to call, also after a forward in
+    evaluation mode."""
     layer = make_conv(4, 2, 3, 1, 1)
     for n, training in [(3, True), (5, True), (3, True), (2, False), (3, True)]:
         X = rng.standard_normal((n, 2, 6, 7))
@@ -416,7 +431,7 @@ def test_reused_buffers_follow_the_batch_size(rng):
     assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------- random geometries (hypothesis)
+# ------------------------------------------------------- random geometries (hypothesis)
 
 
 @st.composite
@@ -436,7 +451,8 @@ def conv_geometry(draw, max_size=7):
 @settings(max_examples=40)
 @given(conv_geometry(), seeds)
 def test_conv_output_size_follows_the_formula(geometry, seed):
-    """The output has (H + 2P - K) // S + 1 rows: exactly the number of kernel positions that fit."""
+    """The output has (H + 2P - K) // S + 1 rows: exactly the number of kernel positions
+    that fit."""
     N, C, H, W, F, K, s, p = geometry
     out = make_conv(F, C, K, s, p, seed=seed % 1000).forward(
         np.random.default_rng(seed).random((N, C, H, W))
@@ -453,7 +469,8 @@ def test_conv_output_size_follows_the_formula(geometry, seed):
 @settings(max_examples=30)
 @given(conv_geometry(), seeds)
 def test_conv_vectorized_equals_loops(geometry, seed):
-    """Forward and backward of impl='vectorized' and impl='loops' agree for any geometry."""
+    """Forward and backward of impl='vectorized' and impl='loops' agree for any
+    geometry."""
     N, C, H, W, F, K, s, p = geometry
     rng = np.random.default_rng(seed)
     fast, slow = (
@@ -495,12 +512,13 @@ def test_im2col_col2im_adjoint_for_any_geometry(geometry, seed):
     assert abs(lhs - rhs) <= 1e-10 * (1 + np.sum(np.abs(A * cols)))
 
 
-# ---------------------------------------------------------------------------- numerical gradients
+# ------------------------------------------------------------------ numerical gradients
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_conv_vectorized_gradients(rng, case):
-    """ConvLayer (im2col): dX, dW, db agree with numerical gradients for every geometry."""
+    """ConvLayer (im2col): dX, dW, db agree with numerical gradients for every
+    geometry."""
     N, C, H, W, F, K, s, p = case
     assert_gradients_match(
         check_layer(make_conv(F, C, K, s, p), rng.standard_normal((N, C, H, W)))
@@ -509,18 +527,20 @@ def test_conv_vectorized_gradients(rng, case):
 
 @pytest.mark.parametrize("case", CONV_CASES[:6], ids=case_id)
 def test_conv_loops_gradients(rng, case):
-    """ConvLayer(impl='loops'): dX, dW, db agree with numerical gradients (smaller batch: the loops are slow)."""
+    """ConvLayer(impl='loops'): dX, dW, db agree with numerical gradients (smaller
+    batch: the loops are slow)."""
     _, C, H, W, F, K, s, p = case
     layer = make_conv(min(F, 2), C, K, s, p, impl="loops")
     assert_gradients_match(check_layer(layer, rng.standard_normal((1, C, H, W))))
 
 
-# ---------------------------------------------------------------------------- against JAX and Keras
+# ---------------------------------------------------------------- against JAX and Keras
 
 
 @partial(jax.jit, static_argnums=(4, 5))
 def jax_conv_and_vjp(X, Wt, b, dout, stride, padding):
-    """JAX's convolution output and its vector-Jacobian product with dout: (out, dX, dW, db), compiled once per shape."""
+    """JAX's convolution output and its vector-Jacobian product with dout:
+    (out, dX, dW, db), compiled once per shape."""
     out, vjp = jax.vjp(lambda x, w, c: jax_conv(x, w, c, stride, padding), X, Wt, b)
     return (out,) + vjp(dout)
 
@@ -528,7 +548,8 @@ def jax_conv_and_vjp(X, Wt, b, dout, stride, padding):
 @pytest.mark.parametrize("impl", ["vectorized", "loops"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_conv_forward_and_vjp_match_jax(rng, case, impl):
-    """ConvLayer output, dX, dW and db equal JAX's conv_general_dilated and its vector-Jacobian product."""
+    """ConvLayer output, dX, dW and db equal JAX's conv_general_dilated and its
+    vector-Jacobian product."""
     N, C, H, W, F, K, s, p = case
     layer = make_conv(F, C, K, s, p, impl=impl)
     X = rng.standard_normal((N, C, H, W))
@@ -546,7 +567,8 @@ def test_conv_forward_and_vjp_match_jax(rng, case, impl):
 
 @pytest.mark.parametrize("impl", ["vectorized", "loops"])
 def test_conv_gradient_without_input_grad_returns_none_and_same_param_grads(rng, impl):
-    """gradient(dout, input_grad=False) returns None and the same dW, db as with input_grad=True (= JAX's)."""
+    """gradient(dout, input_grad=False) returns None and the same dW, db as with
+    input_grad=True (= JAX's)."""
     N, C, H, W, F, K, s, p = 2, 3, 7, 6, 2, 3, 2, 1
     layer = make_conv(F, C, K, s, p, impl=impl)
     X = rng.standard_normal((N, C, H, W))
@@ -559,7 +581,8 @@ def test_conv_gradient_without_input_grad_returns_none_and_same_param_grads(rng,
 
 
 def test_conv_with_jax_grad_of_a_scalar_loss(rng):
-    """jax.grad of sum(conv(X) ** 2) equals the layer's backward fed with dout = 2 * conv(X)."""
+    """jax.grad of sum(conv(X) ** 2) equals the layer's backward fed with
+    dout = 2 * conv(X)."""
     layer = make_conv(3, 2, 3, stride=2, padding=2)
     X = rng.standard_normal((2, 2, 9, 6))
     out = layer.forward(X)
@@ -571,16 +594,17 @@ def test_conv_with_jax_grad_of_a_scalar_loss(rng):
 
 
 def test_conv_and_pool_match_keras_layers(rng):
-    """Keras' Conv2D (channels_first, padding='same') and MaxPooling2D agree with ConvLayer and MaxPoolLayer."""
-    import keras  # imported here: it takes seconds, and conftest has chosen its JAX backend
+    """Keras' Conv2D (channels_first, padding='same') and MaxPooling2D agree with
+    ConvLayer and MaxPoolLayer."""
+    # imported here: it takes seconds, and conftest has chosen its JAX backend
+    import keras
 
     X = rng.standard_normal((2, 3, 8, 6)).astype(np.float32)
     layer = make_conv(4, 3, 3, stride=1, padding=1, dtype=np.float32)
     conv = keras.layers.Conv2D(4, 3, padding="same", data_format="channels_first")
     conv.build((None, 3, 8, 6))
-    conv.set_weights(
-        [layer.weights.transpose(2, 3, 1, 0), layer.biases]
-    )  # (K, K, C, F) in Keras
+    # (K, K, C, F) in Keras
+    conv.set_weights([layer.weights.transpose(2, 3, 1, 0), layer.biases])
     out = layer.forward(X)
     assert_allclose(out, np.asarray(conv(X)), rtol=1e-5, atol=1e-5)
     pool = keras.layers.MaxPooling2D(
@@ -595,7 +619,8 @@ def test_conv_and_pool_match_keras_layers(rng):
 
 
 def test_conv_wrong_number_of_dimensions():
-    """A 3-D batch (forgotten channel axis) names X, the 4-D shape expected, and what was given."""
+    """A 3-D batch (forgotten channel axis) names X, the 4-D shape expected, and what
+    was given."""
     with pytest.raises(
         ValueError,
         match=r"ConvLayer\.forward: X must be a 4-D array of shape \(N, C, H, W\); "
@@ -611,7 +636,8 @@ def test_conv_channel_count_mismatch():
 
 
 def test_conv_kernel_larger_than_padded_input():
-    """A 5x5 kernel on a 3x3 input with padding 0 names the kernel, the padded size and the remedy."""
+    """A 5x5 kernel on a 3x3 input with padding 0 names the kernel, the padded size and
+    the remedy."""
     with pytest.raises(
         ValueError,
         match=r"5x5 kernel is larger than the padded input 3x3 .*padding 0.*"
@@ -621,7 +647,8 @@ def test_conv_kernel_larger_than_padded_input():
 
 
 def test_refused_too_small_input_leaves_the_cache_intact(rng):
-    """A 4x4 input to a 5x5-kernel layer is refused, and the cache of the last good forward still works."""
+    """A 4x4 input to a 5x5-kernel layer is refused, and the cache of the last good
+    forward still works."""
     layer, twin = (ConvLayer(2, 5, 1, rng=0, dtype=np.float64) for _ in range(2))
     X = rng.standard_normal((1, 1, 6, 7))
     dout = rng.standard_normal(layer.forward(X).shape)
@@ -634,8 +661,8 @@ def test_refused_too_small_input_leaves_the_cache_intact(rng):
 
 
 def test_refused_forward_leaves_conv_weights_and_cache_intact(rng):
-    """After refused forwards (NaN, wrong channels, 3-D, empty, uint8), the weights are unchanged and backward
-    still uses the cache of the last good forward."""
+    """After refused forwards (NaN, wrong channels, 3-D, empty, uint8), the weights are
+    unchanged and backward still uses the cache of the last good forward."""
     layer, twin = (
         ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64),
         ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64),
@@ -662,7 +689,8 @@ def test_refused_forward_leaves_conv_weights_and_cache_intact(rng):
 
 
 def test_refused_backward_leaves_weights_grads_and_cache_intact(rng):
-    """A dout of the wrong shape changes nothing: weights, grads and cache stay as they were."""
+    """A dout of the wrong shape changes nothing: weights, grads and cache stay as they
+    were."""
     layer, twin = (
         ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64) for _ in range(2)
     )
@@ -686,8 +714,9 @@ def test_refused_backward_leaves_weights_grads_and_cache_intact(rng):
     [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (3, 3), (5, 2)],
 )
 def test_input_gradient_gather_equals_the_col2im_scatter(K, padding):
-    """For stride 1 the input gradient is a full correlation with the flipped filters (a gather); it equals
-    col2im of W.T @ dout (the scatter) for every padding, including those wider than K - 1 (which fall back)."""
+    """For stride 1 the input gradient is a full correlation with the flipped filters
+    (a gather); it equals col2im of W.T @ dout (the scatter) for every padding,
+    including those wider than K - 1 (which fall back)."""
     from cnn.conv import col2im, conv_input_gradient
 
     rng = np.random.default_rng(K * 10 + padding)

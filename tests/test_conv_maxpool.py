@@ -1,5 +1,5 @@
-"""cnn.conv_maxpool: ConvMaxPool, a convolution and the max pooling after it as one step, against the two layers
-run in turn, numerical gradients and JAX."""
+"""cnn.conv_maxpool: ConvMaxPool, a convolution and the max pooling after it as one
+step, against the two layers run in turn, numerical gradients and JAX."""
 
 from functools import partial
 
@@ -22,8 +22,9 @@ from cnn import ConvLayer, MaxPoolLayer, ReLU
 from cnn.conv_maxpool import ConvMaxPool, expand_filters, fold_filters
 from cnn.gradcheck import check_layer
 
-# (N, C, H, W, F, K, stride, padding, pool): SimpleCNN's step; odd output sizes whose last row or
-# column belongs to no window; stride and padding 2 with 3x3 windows; a 1x1 "pool"; one window only.
+# (N, C, H, W, F, K, stride, padding, pool): SimpleCNN's step; odd output sizes whose
+# last row or column belongs to no window; stride and padding 2 with 3x3 windows; a 1x1
+# "pool"; one window only.
 FUSED_CASES = [
     (2, 1, 28, 28, 8, 3, 1, 1, 2),
     (3, 2, 7, 5, 3, 3, 1, 1, 2),
@@ -43,8 +44,9 @@ def two_layers(case, dtype=np.float64):
 def test_expanded_filters_at_stride_s_times_p_compute_every_output_of_every_window(
     rng, case
 ):
-    """Expanded filter (f, di, dj), applied with stride s*P, gives output pixel (P*i + di, P*j + dj) of the
-    convolution at window (i, j): for every window that fits, and only those."""
+    """Expanded filter (f, di, dj), applied with stride s*P, gives output pixel
+    (P*i + di, P*j + dj) of the convolution at window (i, j): for every window that
+    fits, and only those."""
     N, C, H, W, F, K, s, p, P = case
     conv = make_conv(F, C, K, s, p)
     X = rng.standard_normal((N, C, H, W))
@@ -70,8 +72,8 @@ def test_expanded_filters_at_stride_s_times_p_compute_every_output_of_every_wind
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
 def test_fold_filters_is_the_adjoint_of_expand_filters(rng, case):
-    """<expand(W), G> = <W, fold(G)> for every W and G: fold_filters is the transpose of the linear map
-    expand_filters, which is what makes it the right backward pass."""
+    """<expand(W), G> = <W, fold(G)> for every W and G: fold_filters is the transpose of
+    the linear map expand_filters, which is what makes it the right backward pass."""
     N, C, H, W, F, K, s, p, P = case
     A = K + s * (P - 1)
     weights = rng.standard_normal((F, C, K, K))
@@ -85,7 +87,8 @@ def test_fold_filters_is_the_adjoint_of_expand_filters(rng, case):
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=case_id)
 def test_conv_max_pool_equals_the_two_layers(rng, case):
-    """Forward and backward: the two layers' output, dX, dW and db (float64: to 1e-12)."""
+    """Forward and backward: the two layers' output, dX, dW and db
+    (float64: to 1e-12)."""
     N, C, H, W, F, K, s, p, P = case
     conv, pool = two_layers(case)
     fused = ConvMaxPool(conv, pool)
@@ -102,16 +105,16 @@ def test_conv_max_pool_equals_the_two_layers(rng, case):
     for name in ("weights", "biases"):
         assert fused.grads[name].shape == grads_ref[name].shape
         assert_allclose(fused.grads[name], grads_ref[name], rtol=1e-12, atol=1e-12)
-    assert (
-        fused.gradient(dout, input_grad=False) is None
-    )  # same parameter gradients, no dX
+    # same parameter gradients, no dX
+    assert fused.gradient(dout, input_grad=False) is None
     for name in ("weights", "biases"):
         assert_allclose(conv.grads[name], grads_ref[name], rtol=1e-12, atol=1e-12)
 
 
 def test_conv_max_pool_breaks_ties_like_the_pooling_layer(rng):
-    """On blank image regions every window holds equal values: the first one (row-major) wins, as in
-    MaxPoolLayer, so each window passes its gradient to exactly one pixel. Float32, as in training."""
+    """On blank image regions every window holds equal values: the first one (row-major)
+    wins, as in MaxPoolLayer, so each window passes its gradient to exactly one pixel.
+    Float32, as in training."""
     conv, pool = two_layers(FUSED_CASES[0], dtype=np.float32)
     fused = ConvMaxPool(conv, pool)
     X = rng.random((2, 1, 28, 28)).astype(np.float32)
@@ -126,13 +129,15 @@ def test_conv_max_pool_breaks_ties_like_the_pooling_layer(rng):
     fused.gradient(dout, input_grad=False)
     assert_allclose(fused.grads["weights"], conv.grads["weights"], rtol=1e-5)
     assert_allclose(fused.grads["biases"], conv.grads["biases"], rtol=1e-5)
-    # each 2x2 window passes its unit gradient once: db counts the windows (2 images x 14 x 14 each)
+    # each 2x2 window passes its unit gradient once: db counts the windows
+    # (2 images x 14 x 14 each)
     assert_allclose(fused.grads["biases"], np.full(8, 2 * 14 * 14), rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", FUSED_CASES[1:4], ids=case_id)
 def test_conv_max_pool_numerical_gradients(rng, case):
-    """dX, dW and db against centred differences (float64, distinct values: no ties to straddle)."""
+    """dX, dW and db against centred differences (float64, distinct values: no ties to
+    straddle)."""
     N, C, H, W, F, K, s, p, P = case
     fused = ConvMaxPool(*two_layers(case))
     errors = check_layer(fused, distinct_values((N, C, H, W), rng))
@@ -142,7 +147,8 @@ def test_conv_max_pool_numerical_gradients(rng, case):
 
 @partial(jax.jit, static_argnums=(4, 5, 6))
 def jax_conv_pool_and_vjp(X, Wt, b, dout, stride, padding, P):
-    """JAX's max pooling of a convolution and its vector-Jacobian product: (out, dX, dW, db)."""
+    """JAX's max pooling of a convolution and its vector-Jacobian product:
+    (out, dX, dW, db)."""
     out, vjp = jax.vjp(
         lambda x, w, c: jax_maxpool(jax_conv(x, w, c, stride, padding), P, P), X, Wt, b
     )
@@ -160,7 +166,8 @@ def jax_conv_pool_and_vjp(X, Wt, b, dout, stride, padding, P):
     ids=case_id,
 )
 def test_conv_max_pool_step_matches_jax(rng, case):
-    """ConvMaxPool (the fused step of training) against JAX's reduce_window(conv_general_dilated) and its VJP."""
+    """ConvMaxPool (the fused step of training) against JAX's
+    reduce_window(conv_general_dilated) and its VJP."""
     N, C, H, W, F, K, s, p, P = case
     fused = cnn.ConvMaxPool(make_conv(F, C, K, s, p), MaxPoolLayer(P, P))
     X = distinct_values((N, C, H, W), rng)

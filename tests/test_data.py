@@ -1,4 +1,5 @@
-"""MNIST as shipped in the package: shapes, published checksums and class counts, integrity errors, packaging."""
+"""MNIST as shipped in the package: shapes, published checksums and class counts,
+integrity errors, packaging."""
 
 import configparser
 import hashlib
@@ -17,7 +18,8 @@ import cnn
 from cnn import DataIntegrityError, load_mnist, prepare_images
 from cnn.data import MNIST_PATH, MNIST_SHA256
 
-# Published in /work/shared/data/README.md (the external reference, copied here by hand).
+# Published in /work/shared/data/README.md (the external reference, copied here by
+# hand).
 PUBLISHED_SHA256 = {
     "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
     "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
@@ -44,7 +46,8 @@ def arrays_by_name(mnist):
 
 
 def test_load_mnist_returns_uint8_arrays_of_the_keras_shapes(mnist):
-    """((X_train, y_train), (X_test, y_test)) with uint8 (60000,28,28), (60000,), (10000,28,28), (10000,)."""
+    """((X_train, y_train), (X_test, y_test)) with uint8 (60000,28,28), (60000,),
+    (10000,28,28), (10000,)."""
     arrays = arrays_by_name(mnist)
     shapes = {
         "x_train": (60000, 28, 28),
@@ -60,7 +63,8 @@ def test_load_mnist_returns_uint8_arrays_of_the_keras_shapes(mnist):
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SHA256))
 def test_array_checksums_match_the_published_sums(mnist, name):
-    """Each array's SHA-256 equals the sum published with the data, and the package's MNIST_SHA256."""
+    """Each array's SHA-256 equals the sum published with the data, and the package's
+    MNIST_SHA256."""
     digest = sha256(arrays_by_name(mnist)[name])
     assert digest == PUBLISHED_SHA256[name]
     assert MNIST_SHA256[name] == PUBLISHED_SHA256[name]
@@ -72,7 +76,8 @@ def test_packaged_file_is_the_published_file():
 
 
 def test_class_counts_and_mean_pixel_match_the_published_values(mnist):
-    """Digits 0-9 occur as often as published, in train and test; the mean pixel is 33.318."""
+    """Digits 0-9 occur as often as published, in train and test; the mean pixel is
+    33.318."""
     (x_train, y_train), (_, y_test) = mnist
     assert np.bincount(y_train, minlength=10).tolist() == PUBLISHED_TRAIN_COUNTS
     assert np.bincount(y_test, minlength=10).tolist() == PUBLISHED_TEST_COUNTS
@@ -85,7 +90,8 @@ def write_npz(path, arrays):
 
 
 def test_a_corrupted_pixel_raises_naming_file_and_expected_sha(mnist, tmp_path):
-    """One changed pixel in a re-saved copy raises DataIntegrityError naming the file and the expected SHA-256."""
+    """One changed pixel in a re-saved copy raises DataIntegrityError naming the file
+    and the expected SHA-256."""
     arrays = dict(arrays_by_name(mnist))
     arrays["x_test"] = arrays["x_test"].copy()
     arrays["x_test"][123, 14, 14] ^= 1
@@ -98,7 +104,8 @@ def test_a_corrupted_pixel_raises_naming_file_and_expected_sha(mnist, tmp_path):
 
 
 def test_an_intact_resaved_copy_loads(mnist, tmp_path):
-    """A copy re-saved with np.savez (other file bytes, same arrays) passes the checks: sums are of the arrays."""
+    """A copy re-saved with np.savez (other file bytes, same arrays) passes the checks:
+    sums are of the arrays."""
     path = write_npz(tmp_path / "copy.npz", arrays_by_name(mnist))
     (x_train, _), (_, y_test) = load_mnist(path)
     assert_array_equal(y_test, mnist[1][1])
@@ -106,7 +113,8 @@ def test_an_intact_resaved_copy_loads(mnist, tmp_path):
 
 
 def test_a_truncated_file_raises_naming_the_file(tmp_path):
-    """Half of the real file raises DataIntegrityError naming the file and the expected SHA-256 sums."""
+    """Half of the real file raises DataIntegrityError naming the file and the expected
+    SHA-256 sums."""
     data = MNIST_PATH.read_bytes()
     path = tmp_path / "truncated.npz"
     path.write_bytes(data[: len(data) // 2])
@@ -116,7 +124,8 @@ def test_a_truncated_file_raises_naming_the_file(tmp_path):
 
 
 def test_a_missing_array_or_file_raises(mnist, tmp_path):
-    """An .npz without y_test, and a path that does not exist, both raise DataIntegrityError naming the file."""
+    """An .npz without y_test, and a path that does not exist, both raise
+    DataIntegrityError naming the file."""
     arrays = arrays_by_name(mnist)
     partial = write_npz(
         tmp_path / "partial.npz", {k: v for k, v in arrays.items() if k != "y_test"}
@@ -131,7 +140,8 @@ def test_a_missing_array_or_file_raises(mnist, tmp_path):
 
 
 def test_wrong_dtype_is_refused(mnist, tmp_path):
-    """Labels saved as int64 (same values) are refused: the layout must be exactly Keras' uint8."""
+    """Labels saved as int64 (same values) are refused: the layout must be exactly
+    Keras' uint8."""
     arrays = dict(arrays_by_name(mnist))
     arrays["y_train"] = arrays["y_train"].astype(np.int64)
     path = write_npz(tmp_path / "int64.npz", arrays)
@@ -142,7 +152,8 @@ def test_wrong_dtype_is_refused(mnist, tmp_path):
 
 
 def test_prepare_images_gives_float32_nchw_in_unit_interval(mnist):
-    """prepare_images: uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) equal to X / 255, spanning [0, 1]."""
+    """prepare_images: uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) equal to X / 255,
+    spanning [0, 1]."""
     (x_train, _), _ = mnist
     X = prepare_images(x_train[:100])
     assert X.dtype == np.float32 and X.shape == (100, 1, 28, 28)
@@ -151,7 +162,8 @@ def test_prepare_images_gives_float32_nchw_in_unit_interval(mnist):
 
 
 def test_load_mnist_prepared_matches_the_activity_recipe(mnist):
-    """load_mnist_prepared == the activity's reshape(-1, 1, 28, 28).astype('float32') / 255, labels as int64."""
+    """load_mnist_prepared == the activity's
+    reshape(-1, 1, 28, 28).astype('float32') / 255, labels as int64."""
     (X_train, y_train), (X_test, y_test) = cnn.load_mnist_prepared()
     (x_train, raw_y_train), (x_test, _) = mnist
     assert X_train.shape == (60000, 1, 28, 28) and X_test.shape == (10000, 1, 28, 28)
@@ -165,7 +177,8 @@ def test_load_mnist_prepared_matches_the_activity_recipe(mnist):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """A wheel built from a copy of the project (so the repository is not touched), as a plain install gets it."""
+    """A wheel built from a copy of the project (so the repository is not touched), as a
+    plain install gets it."""
     src = tmp_path_factory.mktemp("src")
     for name in (
         "pyproject.toml",
@@ -204,7 +217,8 @@ def wheel(tmp_path_factory):
 
 
 def test_wheel_contains_the_data_file(wheel):
-    """A non-editable install ships cnn/data/mnist.npz, byte for byte the published file."""
+    """A non-editable install ships cnn/data/mnist.npz, byte for byte the published
+    file."""
     with zipfile.ZipFile(wheel) as zf:
         assert "cnn/data/mnist.npz" in zf.namelist()
         assert (
@@ -220,7 +234,8 @@ def test_wheel_contains_the_data_file(wheel):
 
 
 def test_wheel_console_scripts_point_to_modules_it_contains(wheel):
-    """Every console script declared in the wheel names a module that the wheel actually contains."""
+    """Every console script declared in the wheel names a module that the wheel actually
+    contains."""
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

@@ -1,4 +1,5 @@
-"""save_model / load_model: round trips, reproducibility, and clear errors for files that are not models."""
+"""save_model / load_model: round trips, reproducibility, and clear errors for files
+that are not models."""
 
 import json
 
@@ -40,9 +41,8 @@ def _layer_arrays(model):
 def test_round_trip_gives_identical_predictions(tmp_path, make):
     X, y = _data()
     model = make()
-    model.train(
-        X, y, epochs=1, batch_size=16, verbose=0
-    )  # moves the parameters and running statistics
+    # moves the parameters and running statistics
+    model.train(X, y, epochs=1, batch_size=16, verbose=0)
     path = tmp_path / "model.npz"
     save_model(model, path)
     loaded = load_model(path)
@@ -60,10 +60,10 @@ def test_round_trip_gives_identical_predictions(tmp_path, make):
     for attr in ("learning_rate", "lr_decay", "seed", "input_shape", "num_classes"):
         assert getattr(loaded, attr) == getattr(model, attr)
     assert type(loaded.optimizer) is type(model.optimizer)
-    np.testing.assert_array_equal(
-        loaded.predict_proba(X), model.predict_proba(X)
-    )  # evaluation mode: exact
-    # The loaded parameters are live: training the loaded model goes on from the saved weights.
+    # evaluation mode: exact
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    # The loaded parameters are live: training the loaded model goes on from the saved
+    # weights.
     loaded.train(X, y, epochs=1, batch_size=16, verbose=0)
 
 
@@ -159,14 +159,14 @@ def test_file_layout_is_plain_numpy_and_json(tmp_path):
         "stride": 1,
         "padding": 1,
     }
-    save_model(
-        SimpleCNN(), tmp_path / "no_extension"
-    )  # the path is used exactly as given
+    # the path is used exactly as given
+    save_model(SimpleCNN(), tmp_path / "no_extension")
     assert (tmp_path / "no_extension").is_file()
 
 
 def _rewrite(path, target, change):
-    """Copy the model file ``path`` to ``target`` with its architecture changed by ``change(dict)``."""
+    """Copy the model file ``path`` to ``target`` with its architecture changed by
+    ``change(dict)``."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     architecture = json.loads(arrays.pop("architecture").item())
@@ -233,8 +233,9 @@ def test_files_that_are_not_models_give_clear_errors(tmp_path, saved):
 
 
 def test_saving_an_unsupported_layer_is_refused(tmp_path):
-    """A layer whose constructor argument is not a plain value cannot be written as JSON: refused, no file.
-    (A plain subclass of a layer saves; see the tests of cnn.layer.)"""
+    """A layer whose constructor argument is not a plain value cannot be written as
+    JSON: refused, no file. (A plain subclass of a layer saves; see the tests of
+    cnn.layer.)"""
 
     class Custom(ReLU):
         def __init__(self, function=np.tanh):

@@ -1,4 +1,5 @@
-"""cnn.keras_compat: our networks rebuilt in Keras (JAX backend) compute the same outputs and gradients."""
+"""cnn.keras_compat: our networks rebuilt in Keras (JAX backend) compute the same
+outputs and gradients."""
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ def _images(n, shape=(1, 28, 28), seed=0):
 
 
 def _bn_net(seed=3):
-    """Conv (stride 2, padding 1) -> BatchNorm -> ReLU -> MaxPool -> Flatten -> FC -> BatchNorm -> FC: odd sizes."""
+    """Conv (stride 2, padding 1) -> BatchNorm -> ReLU -> MaxPool -> Flatten -> FC ->
+    BatchNorm -> FC: odd sizes."""
     rng = np.random.default_rng(seed)
     layers = [
         ConvLayer(4, 3, 2, stride=2, padding=1, rng=rng),
@@ -39,9 +41,8 @@ def _bn_net(seed=3):
         FullyConnectedLayer(6, 3, rng=rng),
     ]
     model = Sequential(layers, input_shape=(2, 9, 11), num_classes=3)
-    for layer in (
-        model.layers
-    ):  # learned-looking values, so a swapped gamma/beta or statistic shows
+    # learned-looking values, so a swapped gamma/beta or statistic shows
+    for layer in model.layers:
         if isinstance(layer, BatchNorm):
             r = np.random.default_rng(layer.num_features)
             layer.gamma[...] = r.uniform(0.5, 2, layer.num_features)
@@ -69,8 +70,9 @@ def test_simple_cnn_outputs_and_gradients_match_keras():
 
 
 def test_batchnorm_parameters_statistics_and_gradients_are_mapped_by_name():
-    """BatchNorm's gamma, beta and running statistics reach Keras in its order, and its gradients come
-    back as gamma and beta (not as weights and biases): in evaluation and in training mode."""
+    """BatchNorm's gamma, beta and running statistics reach Keras in its order, and its
+    gradients come back as gamma and beta (not as weights and biases): in evaluation and
+    in training mode."""
     import_keras()
     model = _bn_net()
     kmodel = to_keras(model)
@@ -102,7 +104,8 @@ def test_channels_last_matches_after_moving_the_channels():
 
 
 def test_copy_weights_follows_training():
-    """After our model trains, copying again makes the Keras twin compute the new function."""
+    """After our model trains, copying again makes the Keras twin compute the new
+    function."""
     import_keras()
     model = cnn.SimpleCNN(seed=2)
     kmodel = to_keras(model)

@@ -1,6 +1,7 @@
-"""cnn.layer: the layer protocol. A layer written outside the package, here in this test file, is checked,
-trains inside Sequential, and saves and loads like a built-in one, with no change to the package. And the
-activity's backward(dout, learning_rate), which the protocol gives every layer (here through ConvLayer)."""
+"""cnn.layer: the layer protocol. A layer written outside the package, here in this test
+file, is checked, trains inside Sequential, and saves and loads like a built-in one,
+with no change to the package. And the activity's backward(dout, learning_rate), which
+the protocol gives every layer (here through ConvLayer)."""
 
 import numpy as np
 import pytest
@@ -37,7 +38,8 @@ class LeakyReLU(Layer):
 
 
 class ChannelScale(Layer):
-    """A learnable scale per channel of (N, C, H, W) feature maps: a layer with a parameter."""
+    """A learnable scale per channel of (N, C, H, W) feature maps: a layer with a
+    parameter."""
 
     def __init__(self, num_channels, dtype=np.float32):
         super().__init__()
@@ -81,9 +83,8 @@ def test_user_layers_train_inside_sequential_and_round_trip_through_a_file(tmp_p
     model = _model()
     history = model.train(X[:512], y[:512], epochs=2, batch_size=32, verbose=0)
     assert history["loss"][-1] < history["loss"][0]
-    assert not np.array_equal(
-        model.layers[1].scale, np.ones(4)
-    )  # the custom parameter trained
+    # the custom parameter trained
+    assert not np.array_equal(model.layers[1].scale, np.ones(4))
     save_model(model, tmp_path / "custom.npz")
     loaded = load_model(tmp_path / "custom.npz")
     assert [type(layer) for layer in loaded.layers] == [
@@ -114,7 +115,7 @@ def test_a_layer_is_known_by_name_once_defined_and_unknown_names_are_clear_error
         Layer.registry["LeakyReLU"] = LeakyReLU
 
 
-def test_a_class_defined_again_replaces_the_old_one_and_saving_an_old_instance_is_refused(
+def test_a_class_defined_again_replaces_the_old_one_and_saving_an_old_instance_is_refused(  # noqa: E501
     tmp_path,
 ):
     old = LeakyReLU()
@@ -122,9 +123,8 @@ def test_a_class_defined_again_replaces_the_old_one_and_saving_an_old_instance_i
     class LeakyReLU2(LeakyReLU):
         pass
 
-    LeakyReLU2.__name__ = (
-        "LeakyReLU"  # as when a notebook cell defining the class runs again
-    )
+    # as when a notebook cell defining the class runs again
+    LeakyReLU2.__name__ = "LeakyReLU"
     Layer.registry["LeakyReLU"] = LeakyReLU2
     try:
         model = Sequential(
@@ -161,9 +161,8 @@ def test_the_protocol_is_enforced_when_a_layer_class_is_defined_or_made():
             def forward(self, X):
                 return X
 
-    class OnlyBackward(
-        Layer
-    ):  # the activity's name for it, but the protocol's is gradient
+    # the activity's name for it, but the protocol's is gradient
+    class OnlyBackward(Layer):
         def forward(self, X, training=True):
             return X
 
@@ -228,8 +227,8 @@ def test_check_layer_catches_a_gradient_that_breaks_the_protocol():
 
 
 def test_every_built_in_layer_follows_the_protocol():
-    """One signature each: forward(X, training=True), gradient(dout, input_grad=True); params, grads,
-    buffers dicts; config() that rebuilds an equal layer."""
+    """One signature each: forward(X, training=True), gradient(dout, input_grad=True);
+    params, grads, buffers dicts; config() that rebuilds an equal layer."""
     import inspect
 
     for name, cls in Layer.registry.items():
@@ -255,11 +254,12 @@ def test_every_built_in_layer_follows_the_protocol():
         assert again.config() == layer.config()
 
 
-# ---------------------------------------------------------------------------- backward: the gradient, then one SGD step
+# -------------------------------------------- backward: the gradient, then one SGD step
 
 
 def test_conv_backward_with_zero_learning_rate_fills_grads_but_keeps_params(rng):
-    """ConvLayer.backward(dout, learning_rate=0) leaves weights and biases unchanged and sets grads."""
+    """ConvLayer.backward(dout, learning_rate=0) leaves weights and biases unchanged and
+    sets grads."""
     layer = ConvLayer(2, 3, 1, padding=1, rng=0)
     X = rng.random((2, 1, 5, 5)).astype(np.float32)
     out = layer.forward(X)
@@ -274,7 +274,8 @@ def test_conv_backward_with_zero_learning_rate_fills_grads_but_keeps_params(rng)
 
 
 def test_conv_backward_updates_by_plain_sgd(rng):
-    """ConvLayer.backward(dout, lr) returns dX and sets W_new = W_old - lr * dW, b_new = b_old - lr * db."""
+    """ConvLayer.backward(dout, lr) returns dX and sets W_new = W_old - lr * dW,
+    b_new = b_old - lr * db."""
     layer = ConvLayer(2, 3, 2, stride=2, rng=0, dtype=np.float64)
     X = rng.standard_normal((2, 2, 7, 6))
     out = layer.forward(X)
@@ -287,7 +288,8 @@ def test_conv_backward_updates_by_plain_sgd(rng):
 
 
 def test_refused_learning_rate_in_conv_backward_changes_nothing(rng):
-    """ConvLayer.backward(dout, learning_rate=-0.1) is refused by name and leaves weights *and* grads as they were."""
+    """ConvLayer.backward(dout, learning_rate=-0.1) is refused by name and leaves
+    weights *and* grads as they were."""
     layer = ConvLayer(3, 3, 2, padding=1, rng=0, dtype=np.float64)
     X = rng.standard_normal((2, 2, 5, 6))
     dout = rng.standard_normal(layer.forward(X).shape)

@@ -1,5 +1,6 @@
-"""cnn.layers: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer and Dropout against their definitions (Parts 3
-to 6), over random geometries (hypothesis), against numerical gradients and JAX; their refusals of bad input."""
+"""cnn.layers: ReLU, Flatten, MaxPoolLayer, FullyConnectedLayer and Dropout against
+their definitions (Parts 3 to 6), over random geometries (hypothesis), against numerical
+gradients and JAX; their refusals of bad input."""
 
 from functools import partial
 
@@ -25,11 +26,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from cnn import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU, check_layer
 
-# ---------------------------------------------------------------------------- ReLU
+# --------------------------------------------------------------------------------- ReLU
 
 
 def test_relu_forward_is_max_zero_x():
-    """ReLU keeps positive values and replaces the others, including -0.0 and 0, by 0."""
+    """ReLU keeps positive values and replaces the others, including -0.0 and 0, by
+    0."""
     X = np.array([[-2.0, -0.0, 0.0, 1e-30, 3.5]])
     assert_array_equal(ReLU().forward(X), [[0.0, 0.0, 0.0, 1e-30, 3.5]])
 
@@ -50,11 +52,12 @@ def test_relu_gradients(rng, shape):
     assert_gradients_match(check_layer(ReLU(), away_from_zero(shape, rng)))
 
 
-# ---------------------------------------------------------------------------- Flatten
+# ------------------------------------------------------------------------------ Flatten
 
 
 def test_flatten_is_c_order_reshape_and_backward_restores_shape(rng):
-    """Flatten maps (N, C, H, W) to (N, C*H*W) in C order, and backward is the inverse reshape."""
+    """Flatten maps (N, C, H, W) to (N, C*H*W) in C order, and backward is the inverse
+    reshape."""
     X = rng.standard_normal((3, 2, 4, 5))
     flat = Flatten()
     out = flat.forward(X)
@@ -78,13 +81,14 @@ def test_flatten_needs_a_batch_axis():
         Flatten().forward(np.zeros(5))
 
 
-# ---------------------------------------------------------------------------- MaxPoolLayer
+# ------------------------------------------------------------------------- MaxPoolLayer
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 @pytest.mark.parametrize("impl", ["vectorized", "loops"])
 def test_maxpool_forward_matches_loop_definition(rng, case, impl):
-    """MaxPoolLayer.forward (both impls) equals the max over each window, incl. overlapping windows."""
+    """MaxPoolLayer.forward (both impls) equals the max over each window, incl.
+    overlapping windows."""
     N, C, H, W, P, s = case
     X = rng.standard_normal((N, C, H, W))
     out = MaxPoolLayer(P, s, impl=impl).forward(X)
@@ -106,7 +110,8 @@ def test_maxpool_vectorized_matches_loops_impl(rng, case):
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 def test_maxpool_backward_routes_to_the_maximum(rng, case):
-    """Without ties, each window's gradient lands on its maximum; overlapping windows add up."""
+    """Without ties, each window's gradient lands on its maximum; overlapping windows
+    add up."""
     N, C, H, W, P, s = case
     X = distinct_values((N, C, H, W), rng)
     layer = MaxPoolLayer(P, s)
@@ -118,7 +123,8 @@ def test_maxpool_backward_routes_to_the_maximum(rng, case):
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 def test_maxpool_ties_send_gradient_to_exactly_one_position_the_first_max(rng, case):
-    """With ties (integer inputs in {0,1,2}), each window passes its gradient once, to its first maximum."""
+    """With ties (integer inputs in {0,1,2}), each window passes its gradient once, to
+    its first maximum."""
     N, C, H, W, P, s = case
     X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)
     layer = MaxPoolLayer(P, s)
@@ -127,9 +133,8 @@ def test_maxpool_ties_send_gradient_to_exactly_one_position_the_first_max(rng, c
     dX = layer.backward(dout)
     _, expected = maxpool_reference(X, P, s, dout)
     assert_allclose(dX, expected, rtol=1e-14, atol=0)
-    assert dX.sum() == pytest.approx(
-        dout.sum(), rel=1e-12
-    )  # nothing duplicated, nothing lost
+    # nothing duplicated, nothing lost
+    assert dX.sum() == pytest.approx(dout.sum(), rel=1e-12)
 
 
 def test_maxpool_all_equal_window_picks_top_left():
@@ -141,7 +146,8 @@ def test_maxpool_all_equal_window_picks_top_left():
 
 
 def test_maxpool_overlapping_tie_counts_each_window_once():
-    """pool 2, stride 1 on a constant row: each window picks its own first pixel, so the gradients do not pile up."""
+    """pool 2, stride 1 on a constant row: each window picks its own first pixel, so the
+    gradients do not pile up."""
     layer = MaxPoolLayer(2, 1)
     layer.forward(np.zeros((1, 1, 2, 4)))
     dX = layer.backward(np.ones((1, 1, 1, 3)))
@@ -149,7 +155,8 @@ def test_maxpool_overlapping_tie_counts_each_window_once():
 
 
 def test_maxpool_overlapping_shared_maximum_collects_both_windows():
-    """pool 3, stride 1: a single global maximum inside two windows receives both windows' gradients."""
+    """pool 3, stride 1: a single global maximum inside two windows receives both
+    windows' gradients."""
     X = np.zeros((1, 1, 3, 4))
     X[0, 0, 1, 2] = 9.0
     layer = MaxPoolLayer(3, 1)
@@ -173,7 +180,8 @@ def pool_geometry(draw):
 @settings(max_examples=40)
 @given(pool_geometry(), seeds)
 def test_maxpool_size_and_vectorized_equals_loops(geometry, seed):
-    """Pooling output size is (H - P) // S + 1; both impls equal the loop definition, ties included."""
+    """Pooling output size is (H - P) // S + 1; both impls equal the loop definition,
+    ties included."""
     N, C, H, W, P, s = geometry
     rng = np.random.default_rng(seed)
     X = rng.integers(0, 3, (N, C, H, W)).astype(np.float64)  # small integers: many ties
@@ -199,7 +207,8 @@ def test_maxpool_gradients_pass_the_numerical_check(geometry, seed):
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 def test_maxpool_gradients(rng, case):
-    """MaxPoolLayer (non-overlapping, overlapping, gapped) on tie-free inputs agrees with numerical gradients."""
+    """MaxPoolLayer (non-overlapping, overlapping, gapped) on tie-free inputs agrees
+    with numerical gradients."""
     N, C, H, W, P, s = case
     assert_gradients_match(
         check_layer(MaxPoolLayer(P, s), distinct_values((N, C, H, W), rng))
@@ -207,7 +216,8 @@ def test_maxpool_gradients(rng, case):
 
 
 def test_maxpool_loops_impl_gradients(rng):
-    """MaxPoolLayer(impl='loops') with overlapping windows agrees with numerical gradients."""
+    """MaxPoolLayer(impl='loops') with overlapping windows agrees with numerical
+    gradients."""
     assert_gradients_match(
         check_layer(
             MaxPoolLayer(3, 2, impl="loops"), distinct_values((2, 2, 7, 6), rng)
@@ -225,7 +235,8 @@ def jax_maxpool_and_vjp(X, dout, P, s):
 @pytest.mark.parametrize("impl", ["vectorized", "loops"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
 def test_maxpool_forward_and_vjp_match_jax(rng, case, impl):
-    """MaxPoolLayer output and dX equal lax.reduce_window max and its VJP (tie-free inputs)."""
+    """MaxPoolLayer output and dX equal lax.reduce_window max and its VJP
+    (tie-free inputs)."""
     N, C, H, W, P, s = case
     X = distinct_values((N, C, H, W), rng)
     layer = MaxPoolLayer(P, s, impl=impl)
@@ -253,7 +264,7 @@ def test_maxpool_wrong_number_of_dimensions():
         MaxPoolLayer().forward(np.zeros((4, 4)))
 
 
-# ---------------------------------------------------------------------------- FullyConnectedLayer
+# ------------------------------------------------------------------ FullyConnectedLayer
 
 
 def test_fully_connected_forward_is_x_w_plus_b(rng):
@@ -267,7 +278,8 @@ def test_fully_connected_forward_is_x_w_plus_b(rng):
 
 
 def test_fully_connected_backward_updates_by_its_own_learning_rate(rng):
-    """backward(X, dout) returns dout @ W.T and sets W_new == W_old - lr * X.T @ dout, b_new == b_old - lr * sum(dout)."""
+    """backward(X, dout) returns dout @ W.T and sets W_new == W_old - lr * X.T @ dout,
+    b_new == b_old - lr * sum(dout)."""
     lr = 0.037
     fc = FullyConnectedLayer(6, 4, learning_rate=lr, rng=3, dtype=np.float64)
     W_old, b_old = fc.weights.copy(), fc.biases.copy()
@@ -280,7 +292,8 @@ def test_fully_connected_backward_updates_by_its_own_learning_rate(rng):
 
 
 def test_fully_connected_grads_are_gradients_before_the_update(rng):
-    """After backward, grads hold X.T @ dout and sum(dout): the gradient at the old weights."""
+    """After backward, grads hold X.T @ dout and sum(dout): the gradient at the old
+    weights."""
     fc = FullyConnectedLayer(6, 4, learning_rate=0.5, rng=3, dtype=np.float64)
     X, dout = rng.standard_normal((5, 6)), rng.standard_normal((5, 4))
     fc.backward(X, dout)
@@ -321,7 +334,8 @@ def test_fully_connected_matches_jax(rng, N, n_in, n_out):
 
 
 def test_fully_connected_wrong_feature_count():
-    """Unflattened or wrongly sized input to the dense layer names the feature counts and the remedy."""
+    """Unflattened or wrongly sized input to the dense layer names the feature counts
+    and the remedy."""
     fc = FullyConnectedLayer(1568, 10)
     with pytest.raises(
         ValueError, match=r"X must be a 2-D array of shape \(N, 1568\); got 4-D"
@@ -333,19 +347,19 @@ def test_fully_connected_wrong_feature_count():
         fc.forward(np.zeros((2, 1000), dtype=np.float32))
 
 
-# ---------------------------------------------------------------------------- Dropout
+# ------------------------------------------------------------------------------ Dropout
 
 
 def test_dropout_zeroes_about_rate_and_scales_survivors(rng):
-    """In training, about `rate` of the activations are zeroed and the others multiplied by 1 / (1 - rate)."""
+    """In training, about `rate` of the activations are zeroed and the others multiplied
+    by 1 / (1 - rate)."""
     X = rng.uniform(1.0, 2.0, (200, 500))
     out = Dropout(0.3, rng=0).forward(X)
     dropped = out == 0
     assert dropped.mean() == pytest.approx(0.3, abs=0.01)
     assert_allclose(out[~dropped], X[~dropped] / 0.7, rtol=1e-6)
-    assert out.mean() == pytest.approx(
-        X.mean(), rel=0.01
-    )  # inverted dropout keeps the expectation
+    # inverted dropout keeps the expectation
+    assert out.mean() == pytest.approx(X.mean(), rel=0.01)
 
 
 def test_dropout_is_identity_in_evaluation_and_at_rate_zero(rng):
@@ -356,7 +370,8 @@ def test_dropout_is_identity_in_evaluation_and_at_rate_zero(rng):
 
 
 def test_dropout_backward_uses_the_forward_mask(rng):
-    """backward(dout) multiplies by the very mask of the last forward: zero where dropped, 1/(1-rate) elsewhere."""
+    """backward(dout) multiplies by the very mask of the last forward: zero where
+    dropped, 1/(1-rate) elsewhere."""
     X = rng.uniform(1.0, 2.0, (6, 7))
     drop = Dropout(0.5, rng=1)
     out = drop.forward(X)
@@ -371,7 +386,8 @@ def test_dropout_same_seed_same_mask(rng):
 
 
 class ReseededDropout(Dropout):
-    """Dropout that restarts its generator before every forward, so every call draws the same mask."""
+    """Dropout that restarts its generator before every forward, so every call draws the
+    same mask."""
 
     def __init__(self, rate, seed):
         super().__init__(rate, rng=seed)
@@ -384,12 +400,12 @@ class ReseededDropout(Dropout):
 
 @pytest.mark.parametrize("rate", [0.25, 0.5, 0.8])
 def test_dropout_gradients_with_a_fixed_mask(rng, rate):
-    """Dropout with a fixed mask (same seed for every forward) agrees with numerical gradients."""
+    """Dropout with a fixed mask (same seed for every forward) agrees with numerical
+    gradients."""
     layer = ReseededDropout(rate, seed=11)
     X = rng.standard_normal((3, 2, 4, 5))
     first = layer.forward(X)
     assert 0 < np.count_nonzero(first == 0) < X.size  # the mask is not trivial
-    np.testing.assert_array_equal(
-        layer.forward(X), first
-    )  # ... and the same at every call
+    # ... and the same at every call
+    np.testing.assert_array_equal(layer.forward(X), first)
     assert_gradients_match(check_layer(layer, X))

@@ -1,5 +1,6 @@
-"""cnn.losses: softmax, cross-entropy and the gradient that starts backpropagation (Part 7), against hand-worked
-values, numerical gradients, JAX and any finite logits (hypothesis); their refusals of bad input."""
+"""cnn.losses: softmax, cross-entropy and the gradient that starts backpropagation
+(Part 7), against hand-worked values, numerical gradients, JAX and any finite logits
+(hypothesis); their refusals of bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +70,8 @@ def test_softmax_works_in_float32_and_keeps_dtype():
 
 
 def test_log_softmax_is_exact_where_softmax_underflows():
-    """log_softmax([0, -1e4]) = [0, -1e4] exactly, although softmax gives 0 for the second class."""
+    """log_softmax([0, -1e4]) = [0, -1e4] exactly, although softmax gives 0 for the
+    second class."""
     assert_allclose(
         log_softmax(np.array([[0.0, -1e4]])), [[0.0, -1e4]], rtol=1e-15, atol=0
     )
@@ -97,14 +99,16 @@ def test_cross_entropy_returns_a_python_float():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_is_finite_when_a_probability_underflows(dtype):
-    """A true-class probability of exactly 0 gives a large but finite loss, -log(tiny) of the dtype."""
+    """A true-class probability of exactly 0 gives a large but finite loss, -log(tiny)
+    of the dtype."""
     loss = cross_entropy_loss(np.array([[1.0, 0.0]], dtype=dtype), np.array([1]))
     assert np.isfinite(loss)
     assert loss == pytest.approx(-np.log(np.finfo(dtype).tiny), rel=1e-6)
 
 
 def test_cross_entropy_from_logits_equals_loss_of_softmax(rng):
-    """cross_entropy_from_logits(z, y) == cross_entropy_loss(softmax(z), y) for moderate logits."""
+    """cross_entropy_from_logits(z, y) == cross_entropy_loss(softmax(z), y) for moderate
+    logits."""
     z, y = 2 * rng.standard_normal((8, 10)), rng.integers(0, 10, 8)
     assert cross_entropy_from_logits(z, y) == pytest.approx(
         cross_entropy_loss(softmax(z), y), rel=1e-12
@@ -112,7 +116,8 @@ def test_cross_entropy_from_logits_equals_loss_of_softmax(rng):
 
 
 def test_cross_entropy_from_logits_is_exact_for_huge_logits():
-    """Logits [0, 1e4] with label 0 give a loss of exactly 1e4 (the probability would underflow to 0)."""
+    """Logits [0, 1e4] with label 0 give a loss of exactly 1e4 (the probability would
+    underflow to 0)."""
     assert cross_entropy_from_logits(
         np.array([[0.0, 1e4]]), np.array([0])
     ) == pytest.approx(1e4, rel=1e-15)
@@ -120,7 +125,8 @@ def test_cross_entropy_from_logits_is_exact_for_huge_logits():
 
 @pytest.mark.parametrize("N, classes", [(1, 2), (4, 10), (7, 3)])
 def test_softmax_cross_entropy_gradient_matches_numerical_gradient(rng, N, classes):
-    """(softmax(z) - one_hot(y)) / N is the gradient of cross_entropy_from_logits(z, y) with respect to z."""
+    """(softmax(z) - one_hot(y)) / N is the gradient of cross_entropy_from_logits(z, y)
+    with respect to z."""
     z, y = rng.standard_normal((N, classes)), rng.integers(0, classes, N)
     numeric = numerical_gradient(lambda: cross_entropy_from_logits(z, y), z)
     analytic = softmax_cross_entropy_gradient(softmax(z), y)
@@ -128,7 +134,8 @@ def test_softmax_cross_entropy_gradient_matches_numerical_gradient(rng, N, class
 
 
 def test_softmax_cross_entropy_gradient_hand_worked_example():
-    """(probs - one_hot) / N on two rows worked by hand; each row of the gradient sums to 0."""
+    """(probs - one_hot) / N on two rows worked by hand; each row of the gradient sums
+    to 0."""
     g = softmax_cross_entropy_gradient(
         np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]), np.array([0, 2])
     )
@@ -136,7 +143,7 @@ def test_softmax_cross_entropy_gradient_hand_worked_example():
     assert_allclose(g.sum(axis=1), 0.0, atol=1e-15)
 
 
-# ---------------------------------------------------------------------------- any finite logits (hypothesis), and JAX
+# ---------------------------------------------- any finite logits (hypothesis), and JAX
 
 
 @settings(max_examples=40)
@@ -145,7 +152,8 @@ def test_softmax_cross_entropy_gradient_hand_worked_example():
     st.floats(-1e3, 1e3),
 )
 def test_softmax_is_a_distribution_invariant_to_shifts(logits, shift):
-    """For any finite logits: probabilities in [0, 1] summing to 1, unchanged by adding a constant."""
+    """For any finite logits: probabilities in [0, 1] summing to 1, unchanged by adding
+    a constant."""
     x = np.array([logits])
     p = softmax(x)
     assert np.all((p >= 0) & (p <= 1))
@@ -155,7 +163,8 @@ def test_softmax_is_a_distribution_invariant_to_shifts(logits, shift):
 
 @pytest.mark.parametrize("N, classes", [(1, 2), (5, 10), (7, 3)])
 def test_softmax_cross_entropy_match_jax(rng, N, classes):
-    """softmax, log_softmax, the loss and its gradient equal jax.nn.softmax, log_softmax and jax.grad."""
+    """softmax, log_softmax, the loss and its gradient equal jax.nn.softmax, log_softmax
+    and jax.grad."""
     logits = 3 * rng.standard_normal((N, classes))
     y = rng.integers(0, classes, N)
 
@@ -198,7 +207,8 @@ def test_softmax_cross_entropy_match_jax(rng, N, classes):
     ids=["negative-logits", "row-sums-0.6", "row-sums-1.4"],
 )
 def test_cross_entropy_refuses_non_probabilities(predictions):
-    """cross_entropy_loss given something that is not a probability distribution per row says to apply softmax."""
+    """cross_entropy_loss given something that is not a probability distribution per row
+    says to apply softmax."""
     with pytest.raises(
         ValueError,
         match=r"cross_entropy_loss: predictions must be probabilities.*softmax",
@@ -207,7 +217,8 @@ def test_cross_entropy_refuses_non_probabilities(predictions):
 
 
 def test_cross_entropy_refuses_wrong_shape_and_nan():
-    """1-D predictions and NaN predictions are refused with the expected shape / finiteness."""
+    """1-D predictions and NaN predictions are refused with the expected
+    shape / finiteness."""
     with pytest.raises(
         ValueError, match=r"predictions must be a 2-D array of shape \(N, num_classes\)"
     ):

@@ -1,5 +1,6 @@
-"""cnn.model: Sequential, the stack of layers: forward, the activity's backward (against the chain rule by hand
-and numerical gradients), prediction and astype (Parts 8 and 10)."""
+"""cnn.model: Sequential, the stack of layers: forward, the activity's backward (against
+the chain rule by hand and numerical gradients), prediction and astype
+(Parts 8 and 10)."""
 
 import numpy as np
 import pytest
@@ -18,11 +19,12 @@ from cnn import (
     check_model,
 )
 
-# ---------------------------------------------------------------------------- forward and backward
+# ----------------------------------------------------------------- forward and backward
 
 
 def test_forward_runs_the_listed_order_so_a_hand_written_backward_works(rng):
-    """After model.forward, walking reversed(model.layers) by hand (as the activity does) works."""
+    """After model.forward, walking reversed(model.layers) by hand
+    (as the activity does) works."""
     model = SimpleCNN(seed=0)
     X, y = rng.random((3, 1, 28, 28)).astype(np.float32), np.array([1, 2, 3])
     dout = cnn.softmax_cross_entropy_gradient(model.forward(X), y)
@@ -32,7 +34,8 @@ def test_forward_runs_the_listed_order_so_a_hand_written_backward_works(rng):
 
 
 def test_backward_without_forward_runs_forward_and_returns_the_loss(rng):
-    """model.backward(X, y) with no prior forward returns the batch loss at the old weights and updates."""
+    """model.backward(X, y) with no prior forward returns the batch loss at the old
+    weights and updates."""
     X, y = rng.random((6, 1, 28, 28)).astype(np.float32), np.array([0, 1, 2, 3, 4, 5])
     model, twin = SimpleCNN(seed=2), SimpleCNN(seed=2)
     expected = cnn.cross_entropy_loss(twin.forward(X), y)
@@ -46,12 +49,12 @@ def test_backward_without_forward_runs_forward_and_returns_the_loss(rng):
 
 
 def test_model_grads_are_the_gradients_before_the_update(rng):
-    """After model.backward, each layer's grads are the gradients at the old weights, and p_new = p_old - lr * g."""
+    """After model.backward, each layer's grads are the gradients at the old weights,
+    and p_new = p_old - lr * g."""
     X, y = rng.random((4, 1, 28, 28)).astype(np.float32), np.array([7, 1, 0, 9])
     model, twin = SimpleCNN(seed=6), SimpleCNN(seed=6)
-    dout = cnn.softmax_cross_entropy_gradient(
-        twin.forward(X), y
-    )  # the reference: chain rule by hand
+    # the reference: chain rule by hand
+    dout = cnn.softmax_cross_entropy_gradient(twin.forward(X), y)
     for layer in reversed(twin.layers):
         dout = layer.gradient(dout)
     model.backward(X, y)
@@ -68,7 +71,8 @@ def test_model_grads_are_the_gradients_before_the_update(rng):
 
 
 def test_model_backward_grads_match_numerical_gradients(rng):
-    """Sequential.backward fills grads that agree with numerical gradients of the batch loss at the old weights."""
+    """Sequential.backward fills grads that agree with numerical gradients of the batch
+    loss at the old weights."""
     layers = [
         make_conv(3, 2, 3, stride=2, padding=1),
         ReLU(),
@@ -80,9 +84,8 @@ def test_model_backward_grads_match_numerical_gradients(rng):
         layers, learning_rate=1e-9, input_shape=(2, 7, 9), num_classes=4
     )
     X, y = rng.standard_normal((3, 2, 7, 9)), np.array([0, 3, 1])
-    reference = check_model(
-        model, X, y, max_checks=40
-    )  # analytic gradients via layer.gradient, at these weights
+    # analytic gradients via layer.gradient, at these weights
+    reference = check_model(model, X, y, max_checks=40)
     assert_gradients_match(reference)
     saved = {
         (i, k): v.copy()
@@ -106,7 +109,8 @@ def test_model_backward_grads_match_numerical_gradients(rng):
 
 
 def test_refused_model_backward_then_good_backward(rng):
-    """forward(X); refused backward(X, bad y); backward(X, y) gives the same loss and weights as without the refusal."""
+    """forward(X); refused backward(X, bad y); backward(X, y) gives the same loss and
+    weights as without the refusal."""
     X, y = images(4), np.array([1, 2, 3, 4])
     model, twin = SimpleCNN(seed=2), SimpleCNN(seed=2)
     model.forward(X)
@@ -118,11 +122,12 @@ def test_refused_model_backward_then_good_backward(rng):
         assert_array_equal(a.weights, b.weights)
 
 
-# ---------------------------------------------------------------------------- prediction
+# --------------------------------------------------------------------------- prediction
 
 
 def test_prediction_does_not_depend_on_batch_size(trained, small_mnist):
-    """predict with batch_size 7 and 500 give the same labels and (to rounding) the same probabilities."""
+    """predict with batch_size 7 and 500 give the same labels and (to rounding) the same
+    probabilities."""
     model, _ = trained
     _, (X_test, _) = small_mnist
     X = X_test[:500]
@@ -147,7 +152,8 @@ def test_prediction_does_not_change_the_model(trained, small_mnist):
 
 
 def test_predict_switches_dropout_off(rng):
-    """A network with Dropout predicts deterministically (evaluation mode), while training forward passes differ."""
+    """A network with Dropout predicts deterministically (evaluation mode), while
+    training forward passes differ."""
     model = Sequential(
         [Flatten(), Dropout(0.5, rng=0), FullyConnectedLayer(16, 3, rng=0)],
         input_shape=(1, 4, 4),
@@ -158,12 +164,13 @@ def test_predict_switches_dropout_off(rng):
     assert not np.array_equal(model.forward(X), model.forward(X))
 
 
-# ---------------------------------------------------------------------------- dtype
+# -------------------------------------------------------------------------------- dtype
 
 
 def test_astype_converts_params_and_buffers_and_keeps_them_live(rng):
-    """astype(float64) converts every parameter and BatchNorm statistic; params and attributes stay the
-    same arrays (so an update through one is seen by the other); predictions barely change."""
+    """astype(float64) converts every parameter and BatchNorm statistic; params and
+    attributes stay the same arrays (so an update through one is seen by the other);
+    predictions barely change."""
     model = cnn.networks.deep_cnn(seed=0)
     X = rng.random((4, 1, 28, 28)).astype(np.float32)
     before = model.predict_proba(X)

@@ -1,5 +1,6 @@
-"""cnn.networks: SimpleCNN (the activity's architecture, seeds, its gradients, against a JAX network), two_conv_net
-and deep_cnn (shapes, parameter counts, options, gradients of tiny versions, and a short training)."""
+"""cnn.networks: SimpleCNN (the activity's architecture, seeds, its gradients, against a
+JAX network), two_conv_net and deep_cnn (shapes, parameter counts, options, gradients of
+tiny versions, and a short training)."""
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,8 @@ from cnn.optim import make_optimizer
 
 
 def test_simplecnn_layers_in_the_activity_order():
-    """Conv(8 filters, 3x3, padding 1) -> ReLU -> MaxPool 2x2 -> Flatten -> FC(1568 -> 10)."""
+    """Conv(8 filters, 3x3, padding 1) -> ReLU -> MaxPool 2x2 -> Flatten ->
+    FC(1568 -> 10)."""
     layers = SimpleCNN().layers
     assert [type(layer) for layer in layers] == [
         ConvLayer,
@@ -64,7 +66,8 @@ def test_forward_gives_probabilities_of_shape_n_by_10(rng):
 
 
 def test_summary_shapes_and_parameter_counts():
-    """summary lists each layer's output shape and parameter count: 80 conv + 15690 FC = 15770."""
+    """summary lists each layer's output shape and parameter count:
+    80 conv + 15690 FC = 15770."""
     rows = SimpleCNN().summary()
     assert [shape for _, shape, _ in rows] == [
         (8, 28, 28),
@@ -80,7 +83,8 @@ def test_summary_shapes_and_parameter_counts():
 
 
 def test_loops_impl_network_computes_the_same_probabilities(rng):
-    """SimpleCNN(impl='loops') and the default vectorized network give the same forward pass."""
+    """SimpleCNN(impl='loops') and the default vectorized network give the same forward
+    pass."""
     X = rng.random((2, 1, 28, 28)).astype(np.float32)
     assert_allclose(
         SimpleCNN(seed=1, impl="loops").forward(X),
@@ -106,7 +110,8 @@ def test_different_seed_gives_different_weights():
 
 
 def test_simplecnn_gradients_in_float64(rng):
-    """The whole SimpleCNN (converted to float64, random biases) agrees with numerical gradients of the loss."""
+    """The whole SimpleCNN (converted to float64, random biases) agrees with numerical
+    gradients of the loss."""
     model = cnn.SimpleCNN(seed=4).astype(np.float64)
     for layer in model.param_layers:
         layer.biases[...] = 0.1 * rng.standard_normal(layer.biases.shape)
@@ -121,7 +126,8 @@ def test_simplecnn_gradients_in_float64(rng):
 
 
 def test_simplecnn_forward_matches_a_jax_network(rng):
-    """SimpleCNN's probabilities equal the same network written with JAX primitives and the same weights."""
+    """SimpleCNN's probabilities equal the same network written with JAX primitives and
+    the same weights."""
     model = cnn.SimpleCNN(seed=2)
     conv, fc = model.layers[0], model.layers[4]
     conv.biases[...] = 0.1 * rng.standard_normal(8)
@@ -139,12 +145,11 @@ def test_simplecnn_forward_matches_a_jax_network(rng):
     logits = (
         jax_maxpool(h, 2, 2).reshape(3, -1) @ fc.weights.astype(np.float64) + fc.biases
     )
-    assert_allclose(
-        model.forward(X), jax.nn.softmax(logits), rtol=1e-4, atol=1e-6
-    )  # float32 model
+    # float32 model
+    assert_allclose(model.forward(X), jax.nn.softmax(logits), rtol=1e-4, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------- two_conv_net and deep_cnn
+# ------------------------------------------------------------ two_conv_net and deep_cnn
 
 
 def test_two_conv_net_architecture():
@@ -187,14 +192,17 @@ def test_deep_cnn_architecture():
     assert len(convs) == len(norms) == 4 and len(dense) == 2
     assert any(isinstance(layer, Dropout) for layer in model.layers)
     expected = (
+        # convolutions
         (F1 * 9 + F1)
         + (F1 * F1 * 9 + F1)
         + (F2 * F1 * 9 + F2)
-        + (F2 * F2 * 9 + F2)  # convolutions
-        + 2 * (2 * F1 + 2 * F2)  # gamma, beta
+        + (F2 * F2 * 9 + F2)
+        # gamma, beta
+        + 2 * (2 * F1 + 2 * F2)
+        # dense
         + (F2 * 49 * 128 + 128)
         + (128 * 10 + 10)
-    )  # dense
+    )
     assert model.num_params() == expected
     assert isinstance(model.optimizer, Adam)
     assert model.learning_rate == DEEP_CNN_TRAINING["learning_rate"]
@@ -257,8 +265,9 @@ def test_gradients_of_tiny_versions(make):
     X = rng.standard_normal((4,) + model.input_shape)
     y = np.array([0, 1, 2, 1])
     errors = check_model(model, X, y, max_checks=6)
-    # A convolution's bias right before a BatchNorm has no effect (the BatchNorm subtracts the channel's
-    # mean): its gradient is 0 up to rounding and its relative error meaningless; check it is ~0 instead.
+    # A convolution's bias right before a BatchNorm has no effect (the BatchNorm
+    # subtracts the channel's mean): its gradient is 0 up to rounding and its relative
+    # error meaningless; check it is ~0 instead.
     before_norm = {
         f"{i}.biases"
         for i, layer in enumerate(model.layers[:-1])

@@ -1,4 +1,5 @@
-"""cnn.optim: SGD, Momentum (and Nesterov) and Adam against hand-written references on a toy quadratic."""
+"""cnn.optim: SGD, Momentum (and Nesterov) and Adam against hand-written references on a
+toy quadratic."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ from cnn import SGD, Adam, FullyConnectedLayer, Momentum
 
 
 class Quadratic:
-    """The toy problem: loss(W, b) = 0.5 * ||X W + b - T||^2 / N for a float64 dense layer."""
+    """The toy problem: loss(W, b) = 0.5 * ||X W + b - T||^2 / N for a float64 dense
+    layer."""
 
     def __init__(self, seed=0, n_in=4, n_out=3, N=20):
         rng = np.random.default_rng(seed)
@@ -39,7 +41,8 @@ class Quadratic:
 
 
 def test_quadratic_gradients_of_the_layer_match_the_hand_formula():
-    """The toy problem's gradients from the layer equal X.T r / N and sum(r) / N (so the references below are fair)."""
+    """The toy problem's gradients from the layer equal X.T r / N and sum(r) / N (so the
+    references below are fair)."""
     q = Quadratic()
     q.backward()
     expected = q.hand_grads(q.layer.weights, q.layer.biases)
@@ -72,7 +75,8 @@ def test_sgd_step_learning_rate_argument_overrides():
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_momentum_matches_hand_written_reference(nesterov):
-    """Five steps of Momentum equal v = mu v - lr g; p += v (Nesterov: p += mu v - lr g)."""
+    """Five steps of Momentum equal v = mu v - lr g; p += v
+    (Nesterov: p += mu v - lr g)."""
     lr, mu = 0.1, 0.9
     q = Quadratic(seed=3)
     opt = Momentum(learning_rate=lr, momentum=mu, nesterov=nesterov)
@@ -92,8 +96,9 @@ def test_momentum_matches_hand_written_reference(nesterov):
 
 
 def adam_reference(q, lr, b1, b2, eps, steps, efficient):
-    """Adam written out from Kingma and Ba (2015), Algorithm 1; ``efficient`` uses their Section 2 variant
-    lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), p -= lr_t m / (sqrt(v) + eps)."""
+    """Adam written out from Kingma and Ba (2015), Algorithm 1; ``efficient`` uses their
+    Section 2 variant lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    p -= lr_t m / (sqrt(v) + eps)."""
     p = {"weights": q.layer.weights.copy(), "biases": q.layer.biases.copy()}
     m = {k: np.zeros_like(a) for k, a in p.items()}
     v = {k: np.zeros_like(a) for k, a in p.items()}
@@ -118,7 +123,8 @@ def adam_reference(q, lr, b1, b2, eps, steps, efficient):
     ids=["textbook-eps0", "efficient-eps"],
 )
 def test_adam_matches_hand_written_reference(eps, efficient):
-    """Five Adam steps equal m, v, bias-corrected m_hat, v_hat and p -= lr m_hat / (sqrt(v_hat) + eps)."""
+    """Five Adam steps equal m, v, bias-corrected m_hat, v_hat and
+    p -= lr m_hat / (sqrt(v_hat) + eps)."""
     lr, b1, b2 = 0.05, 0.9, 0.999
     q = Quadratic(seed=4)
     expected = adam_reference(q, lr, b1, b2, eps, 5, efficient)
@@ -131,7 +137,8 @@ def test_adam_matches_hand_written_reference(eps, efficient):
 
 
 def test_adam_first_step_has_size_lr_per_parameter():
-    """With bias correction, Adam's first step moves every parameter by lr (times the sign of its gradient)."""
+    """With bias correction, Adam's first step moves every parameter by lr (times the
+    sign of its gradient)."""
     q = Quadratic(seed=5)
     W0 = q.layer.weights.copy()
     q.backward()
@@ -152,7 +159,8 @@ def test_adam_first_step_has_size_lr_per_parameter():
     ids=["sgd", "momentum", "nesterov", "adam"],
 )
 def test_optimizers_minimise_a_quadratic(make_optimizer):
-    """300 steps bring the least-squares loss within 1e-3 of its minimum, found by np.linalg.lstsq."""
+    """300 steps bring the least-squares loss within 1e-3 of its minimum, found by
+    np.linalg.lstsq."""
     q = Quadratic(seed=6)
     A = np.hstack([q.X, np.ones((len(q.X), 1))])
     best = (

@@ -1,5 +1,6 @@
-"""cnn.steps: training_steps, the speed rewrites of a list of layers (each ReLU after the max pool that follows
-it; a convolution and the pooling after it as one ConvMaxPool step), and that they compute what the layers do."""
+"""cnn.steps: training_steps, the speed rewrites of a list of layers (each ReLU after
+the max pool that follows it; a convolution and the pooling after it as one ConvMaxPool
+step), and that they compute what the layers do."""
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from cnn import (
 
 
 def test_training_steps_fuse_each_conv_with_the_max_pool_after_it():
-    """Training runs Conv -> ReLU -> MaxPool as ConvMaxPool -> ReLU, where the pool's windows tile the input;
-    overlapping windows, the loops version and a BatchNorm in between keep the separate layers."""
+    """Training runs Conv -> ReLU -> MaxPool as ConvMaxPool -> ReLU, where the pool's
+    windows tile the input; overlapping windows, the loops version and a BatchNorm in
+    between keep the separate layers."""
 
     def names(model):
         return [type(step).__name__ for step in model.training_steps()]
@@ -102,9 +104,10 @@ def _logits_and_grads(model, X, y, order):
 def test_relu_after_the_pool_gives_exactly_the_listed_orders_outputs_and_gradients(
     rng, make
 ):
-    """Training runs each ReLU after the max pool that follows it (they commute): the logits and
-    all gradients are bit-for-bit those of the listed order, also with ties at zero (blank image regions)
-    and with overlapping windows. (These networks have no convolution that training fuses with its pool.)"""
+    """Training runs each ReLU after the max pool that follows it (they commute): the
+    logits and all gradients are bit-for-bit those of the listed order, also with ties
+    at zero (blank image regions) and with overlapping windows. (These networks have no
+    convolution that training fuses with its pool.)"""
     model = make()
     C, H, W = model.input_shape
     X = rng.standard_normal((5, C, H, W)).astype(np.float32)
@@ -135,9 +138,10 @@ def test_relu_after_the_pool_gives_exactly_the_listed_orders_outputs_and_gradien
 def test_training_order_with_fused_conv_and_pool_gives_the_listed_orders_results(
     rng, make
 ):
-    """With a ConvMaxPool step the logits are still bit-for-bit the listed order's (the same products,
-    the same maxima); the convolution's gradients differ only by float32 rounding, because the product
-    that sums them over pixels takes the pixels in another order."""
+    """With a ConvMaxPool step the logits are still bit-for-bit the listed order's (the
+    same products, the same maxima); the convolution's gradients differ only by float32
+    rounding, because the product that sums them over pixels takes the pixels in another
+    order."""
     model = make()
     X = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
     X[:, :, :14] = 0.0

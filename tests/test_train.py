@@ -1,5 +1,6 @@
-"""cnn.train: the training loop (reproducibility, learning, the learning-rate schedule, history, validation,
-printing), its refusals of bad input, divergence, and evaluate (Parts 8 and 10)."""
+"""cnn.train: the training loop (reproducibility, learning, the learning-rate schedule,
+history, validation, printing), its refusals of bad input, divergence, and evaluate
+(Parts 8 and 10)."""
 
 import numpy as np
 import pytest
@@ -9,11 +10,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 import cnn
 from cnn import SGD, Flatten, FullyConnectedLayer, Sequential, SimpleCNN, evaluate
 
-# ---------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- training
 
 
 def test_same_seed_gives_identical_training(small_mnist):
-    """Same seed, same data: identical history (loss, accuracy, learning rate) and identical final weights."""
+    """Same seed, same data: identical history (loss, accuracy, learning rate) and
+    identical final weights."""
     (X, y), _ = small_mnist
     runs = []
     for _ in range(2):
@@ -25,13 +27,13 @@ def test_same_seed_gives_identical_training(small_mnist):
         assert h1[key] == h2[key], key
     for a, b in zip(all_params(m1), all_params(m2), strict=True):
         assert_array_equal(a, b)
-    assert not np.array_equal(
-        all_params(m1)[0], all_params(SimpleCNN(seed=5))[0]
-    )  # training did change them
+    # training did change them
+    assert not np.array_equal(all_params(m1)[0], all_params(SimpleCNN(seed=5))[0])
 
 
 def test_short_training_reduces_loss_and_beats_chance(trained, small_mnist):
-    """3 epochs on 500 images: the loss falls every epoch and held-out accuracy is far above chance (10%)."""
+    """3 epochs on 500 images: the loss falls every epoch and held-out accuracy is far
+    above chance (10%)."""
     model, history = trained
     _, (X_test, y_test) = small_mnist
     assert len(history["loss"]) == 3
@@ -53,8 +55,8 @@ def test_history_learning_rate_follows_the_decay():
 
 
 def test_model_drives_the_optimizer_with_its_learning_rate_schedule(rng):
-    """Sequential passes each epoch's learning_rate * lr_decay**e to the optimizer: optimizer=SGD(99) trains
-    exactly like the built-in plain SGD."""
+    """Sequential passes each epoch's learning_rate * lr_decay**e to the optimizer:
+    optimizer=SGD(99) trains exactly like the built-in plain SGD."""
     X, y = rng.standard_normal((6, 1, 2, 2)), np.array([0, 1, 2, 0, 1, 2])
 
     def model(optimizer):
@@ -76,7 +78,8 @@ def test_model_drives_the_optimizer_with_its_learning_rate_schedule(rng):
 
 
 def test_train_with_validation_data_records_val_metrics(small_mnist):
-    """validation_data adds val_loss and val_accuracy per epoch; val_accuracy equals evaluate on it."""
+    """validation_data adds val_loss and val_accuracy per epoch; val_accuracy equals
+    evaluate on it."""
     (X, y), (X_val, y_val) = small_mnist
     model = SimpleCNN(seed=1)
     history = model.train(
@@ -102,11 +105,12 @@ def test_train_is_silent_with_verbose_zero(capsys):
     assert capsys.readouterr().out == ""
 
 
-# ---------------------------------------------------------------------------- bad input and divergence
+# ------------------------------------------------------------- bad input and divergence
 
 
 def test_model_refuses_uint8_nan_and_3d_images(mnist):
-    """SimpleCNN.train, predict and evaluate give the same clear errors for raw images."""
+    """SimpleCNN.train, predict and evaluate give the same clear errors for raw
+    images."""
     model = SimpleCNN()
     (raw, labels), _ = mnist
     with pytest.raises(
@@ -143,7 +147,8 @@ def test_empty_training_set_and_bad_epochs_or_batch_size():
 
 
 def test_refused_training_leaves_the_model_as_it_was():
-    """A refused train call (bad labels) changes nothing: training afterwards equals a fresh model's training."""
+    """A refused train call (bad labels) changes nothing: training afterwards equals a
+    fresh model's training."""
     X, y = images(8), np.arange(8)
     model, fresh = SimpleCNN(seed=1), SimpleCNN(seed=1)
     with pytest.raises(ValueError):
@@ -156,8 +161,9 @@ def test_refused_training_leaves_the_model_as_it_was():
 
 
 def test_diverging_training_raises_floating_point_error(mnist):
-    """Training with learning_rate=1e6 on a few images diverges and must stop with FloatingPointError
-    that suggests a smaller learning rate (not run on with losses of 1e5 and more)."""
+    """Training with learning_rate=1e6 on a few images diverges and must stop with
+    FloatingPointError that suggests a smaller learning rate (not run on with losses of
+    1e5 and more)."""
     (X, y), _ = mnist
     X = cnn.prepare_images(X[:16])
     model = SimpleCNN(learning_rate=1e6, lr_decay=1.0)
@@ -165,7 +171,7 @@ def test_diverging_training_raises_floating_point_error(mnist):
         model.train(X, y[:16], epochs=3, batch_size=4, verbose=0)
 
 
-# ---------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- evaluation
 
 
 def test_evaluate_is_the_fraction_of_correct_predictions(trained, small_mnist):

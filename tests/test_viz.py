@@ -1,4 +1,5 @@
-"""The book's pictures: the confusion matrix counts, and the figures have what a reader needs."""
+"""The book's pictures: the confusion matrix counts, and the figures have what a reader
+needs."""
 
 import matplotlib
 
@@ -23,7 +24,8 @@ def test_confusion_matrix_refuses_mismatched_shapes():
 
 
 def test_confusion_matrix_plot_writes_every_count_readable_on_its_cell():
-    """Every count is written; white on the darkest mistakes, black on light cells, navy on the diagonal."""
+    """Every count is written; white on the darkest mistakes, black on light cells, navy
+    on the diagonal."""
     cm = np.array([[50, 0, 9], [1, 40, 0], [0, 2, 60]])
     fig = viz.plot_confusion_matrix(cm)
     texts = {
@@ -33,15 +35,12 @@ def test_confusion_matrix_plot_writes_every_count_readable_on_its_cell():
     assert {k: int(t.get_text()) for k, t in texts.items()} == {
         (i, j): cm[i, j] for i in range(3) for j in range(3)
     }
-    assert matplotlib.colors.same_color(
-        texts[(0, 2)].get_color(), "white"
-    )  # the most frequent mistake
-    assert matplotlib.colors.same_color(
-        texts[(1, 2)].get_color(), "black"
-    )  # no mistakes: light cell
-    assert matplotlib.colors.same_color(
-        texts[(1, 1)].get_color(), "navy"
-    )  # correct answers
+    # the most frequent mistake
+    assert matplotlib.colors.same_color(texts[(0, 2)].get_color(), "white")
+    # no mistakes: light cell
+    assert matplotlib.colors.same_color(texts[(1, 2)].get_color(), "black")
+    # correct answers
+    assert matplotlib.colors.same_color(texts[(1, 1)].get_color(), "navy")
     matplotlib.pyplot.close(fig)
 
 
@@ -73,7 +72,6 @@ def test_plot_history_over_seeds_draws_the_mean_and_a_band_of_one_std():
     std = np.std([[1.0, 0.5], [3.0, 1.5]], axis=0, ddof=1)
     assert np.isclose(band_y.min(), (np.array([2.0, 1.0]) - std).min())
     assert np.isclose(band_y.max(), (np.array([2.0, 1.0]) + std).max())
-    np.testing.assert_allclose(
-        acc_ax.lines[0].get_ydata(), [91.0, 96.0]
-    )  # accuracies in percent
+    # accuracies in percent
+    np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [91.0, 96.0])
     matplotlib.pyplot.close(fig)

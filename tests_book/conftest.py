@@ -1,4 +1,5 @@
-"""Checks of the built book, run by `make check-book` after `make book` (never by `make test`)."""
+"""Checks of the built book, run by `make check-book` after `make book`
+(never by `make test`)."""
 
 from pathlib import Path
 
@@ -10,7 +11,8 @@ HTML = ROOT / "_build" / "html"  # jupyter-book builds next to _config.yml
 
 
 def toc_pages():
-    """Every page of the table of contents, in reading order (file names without extension)."""
+    """Every page of the table of contents, in reading order (file names without
+    extension)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     pages = [toc["root"]]
     for part in toc.get("parts", []):
@@ -21,7 +23,6 @@ def toc_pages():
 @pytest.fixture(scope="session")
 def html_dir():
     if not (HTML / "index.html").is_file():
-        pytest.fail(
-            f"no built book at {HTML}: run `make book` first"
-        )  # a missing build is a failure, not a skip
+        # a missing build is a failure, not a skip
+        pytest.fail(f"no built book at {HTML}: run `make book` first")
     return HTML

@@ -1,7 +1,8 @@
-"""Every built page opened in headless Chromium (Debian's chromium and chromium-driver, driven by
-Selenium): the page loads, every image loads, every equation is typeset by MathJax, and no error output
-is shown. A full-page screenshot of each is saved under _build/screenshots/. On the pages with an
-animation of a mechanism (cnn.animations), the player's controls are there and its frames change."""
+"""Every built page opened in headless Chromium (Debian's chromium and chromium-driver,
+driven by Selenium): the page loads, every image loads, every equation is typeset by
+MathJax, and no error output is shown. A full-page screenshot of each is saved under
+_build/screenshots/. On the pages with an animation of a mechanism (cnn.animations), the
+player's controls are there and its frames change."""
 
 import functools
 import http.server
@@ -58,7 +59,9 @@ def browser(tmp_path_factory):
 
 PAGE_STATE = """
 const done = arguments[arguments.length - 1];
-const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+const ready =
+  (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+const errorOutput = 'div.output.traceback, div.output.stderr, div.output.error';
 ready.then(() => {
   const images = [...document.images];
   const math = [...document.querySelectorAll('.math')];
@@ -66,12 +69,14 @@ ready.then(() => {
   done({
     title: document.title,
     mathjax: !!window.MathJax,
-    brokenImages: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+    brokenImages: images.filter(i => !(i.complete && i.naturalWidth > 0))
+                        .map(i => i.getAttribute('src')),
     images: images.length,
     math: math.length,
-    untypeset: math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 80)),
+    untypeset: math.filter(m => !m.querySelector('mjx-container'))
+                   .map(m => m.textContent.slice(0, 80)),
     mathErrors: document.querySelectorAll('mjx-merror').length,
-    errorOutputs: cells.flatMap(c => [...c.querySelectorAll('div.output.traceback, div.output.stderr, div.output.error')])
+    errorOutputs: cells.flatMap(c => [...c.querySelectorAll(errorOutput)])
                        .map(o => o.textContent.slice(0, 200)),
     height: document.body.scrollHeight,
   });
@@ -105,8 +110,8 @@ def test_page_in_browser(server, browser, page):
     browser.set_window_size(1280, 1000)
 
 
-# The chapters that show an animation of a mechanism, drawn by cnn.animations with matplotlib's
-# JavaScript player (all frames embedded in the page, so it plays offline).
+# The chapters that show an animation of a mechanism, drawn by cnn.animations with
+# matplotlib's JavaScript player (all frames embedded in the page, so it plays offline).
 ANIMATED_PAGES = ["convolution", "pooling", "conv_layer", "backprop_conv"]
 PLAYER_BUTTONS = (
     "First frame",
@@ -124,7 +129,8 @@ return [...document.querySelectorAll('div.animation')].map(a => {
     src: img ? img.src : '',
     loaded: !!img && img.complete && img.naturalWidth > 0,
     width: img ? img.getBoundingClientRect().width : 0,
-    frames: slider ? Number(slider.max) + 1 : 0,          // set by the player's script once it has its frames
+    // set by the player's script once it has its frames
+    frames: slider ? Number(slider.max) + 1 : 0,
     frame: slider ? Number(slider.value) : -1,
     buttons: Object.fromEntries([...a.querySelectorAll('button')].map(b => {
       const glyph = b.querySelector('span, i');
@@ -138,16 +144,16 @@ return [...document.querySelectorAll('div.animation')].map(a => {
 
 
 def _wait_for(browser, condition, timeout, what):
-    """Poll ``condition(state)`` on the page's animations; return the state, or fail saying ``what``."""
+    """Poll ``condition(state)`` on the page's animations; return the state, or fail
+    saying ``what``."""
     deadline = time.monotonic() + timeout
     while True:
         state = browser.execute_script(ANIMATION_STATE)
         if condition(state):
             return state
         if time.monotonic() > deadline:
-            pytest.fail(
-                f"{what}; the animations' state: {[{k: v for k, v in a.items() if k != 'src'} for a in state]}"
-            )
+            shown = [{k: v for k, v in a.items() if k != "src"} for a in state]
+            pytest.fail(f"{what}; the animations' state: {shown}")
         time.sleep(0.1)
 
 
@@ -159,7 +165,8 @@ def _press(browser, animation, title):
 
 @pytest.mark.parametrize("page", ANIMATED_PAGES)
 def test_animation_plays(server, browser, page):
-    """The player is there with visible buttons, stepping shows the next frame, and Play runs it."""
+    """The player is there with visible buttons, stepping shows the next frame, and Play
+    runs it."""
     browser.get(f"{server}/{page}.html")
     state = _wait_for(
         browser,
@@ -175,7 +182,8 @@ def test_animation_plays(server, browser, page):
         buttons = state[index]["buttons"]
         for title in PLAYER_BUTTONS:
             assert title in buttons, f"{page}: the animation has no {title!r} button"
-            # A visible glyph: an icon from a web font that did not load (offline) would be empty.
+            # A visible glyph: an icon from a web font that did not load (offline) would
+            # be empty.
             assert (
                 buttons[title]["shown"]
                 and buttons[title]["glyph"]

@@ -1,4 +1,5 @@
-"""The built HTML: every chapter is there, no cell shows an error, and every figure is on disk."""
+"""The built HTML: every chapter is there, no cell shows an error, and every figure is
+on disk."""
 
 import re
 
@@ -18,7 +19,8 @@ def _soup(page):
 
 
 def test_no_execution_reports(html_dir):
-    """Jupyter Book writes reports/*.err.log for every notebook whose execution failed."""
+    """Jupyter Book writes reports/*.err.log for every notebook whose execution
+    failed."""
     reports = (
         sorted((html_dir / "reports").glob("*.log"))
         if (html_dir / "reports").exists()
@@ -31,9 +33,10 @@ def test_no_execution_reports(html_dir):
 def test_page_has_no_error_output(html_dir, page):
     """No cell output is an error, a traceback or stderr; no cell is allowed to raise.
 
-    A chapter that shows an error on purpose runs it inside ``cnn.book.expect_error``, which prints the
-    message as ordinary output and fails the build if the error is not raised; the ``raises-exception``
-    tag, which lets a cell pass whether or not it raises, is not used.
+    A chapter that shows an error on purpose runs it inside ``cnn.book.expect_error``,
+    which prints the message as ordinary output and fails the build if the error is not
+    raised; the ``raises-exception`` tag, which lets a cell pass whether or not it
+    raises, is not used.
     """
     bad = []
     for cell in _soup(page).select("div.cell"):
@@ -63,7 +66,8 @@ def test_page_figures_exist(html_dir, page):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_shows_results(html_dir, page):
-    """Every chapter executed code and shows at least one figure or table computed by the build."""
+    """Every chapter executed code and shows at least one figure or table computed by
+    the build."""
     soup = _soup(page)
     assert soup.select("div.cell"), f"{page}: no executed cells"
     assert soup.find_all("img") or soup.find_all("table"), (
@@ -73,7 +77,8 @@ def test_page_shows_results(html_dir, page):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_no_unresolved_glue_or_role(html_dir, page):
-    """Glued numbers were substituted: no literal {glue:...} role is left in the text."""
+    """Glued numbers were substituted: no literal {glue:...} role is left in the
+    text."""
     text = _soup(page).get_text()
     assert "{glue" not in text and "{eq}" not in text and "{ref}" not in text, (
         f"{page}: unresolved role"
@@ -82,7 +87,8 @@ def test_no_unresolved_glue_or_role(html_dir, page):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_opens_with_its_run_time(html_dir, page):
-    """Every chapter says, under its title, how long its code took to run in this build."""
+    """Every chapter says, under its title, how long its code took to run in this
+    build."""
     soup = _soup(page)
     heading = soup.find("h1")
     assert heading is not None, f"{page}: no title"
@@ -92,13 +98,15 @@ def test_page_opens_with_its_run_time(html_dir, page):
         r"Running this chapter.s code took \d+( min \d+)? s when this book was built",
         text,
     ), (
-        f"{page}: the first paragraph does not give the chapter's run time: {text[:200]!r}"
+        f"{page}: the first paragraph does not give the chapter's run time: "
+        f"{text[:200]!r}"
     )
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_glued_numbers_read_as_numbers(html_dir, page):
-    """A NumPy scalar glued as is shows as ``np.float64(98.95)`` (and fails any format spec): glue floats."""
+    """A NumPy scalar glued as is shows as ``np.float64(98.95)`` (and fails any format
+    spec): glue floats."""
     pasted = [
         span.get_text() for span in _soup(page).select(".pasted-text, .pasted-inline")
     ]
