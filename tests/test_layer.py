@@ -115,7 +115,7 @@ def test_a_layer_is_known_by_name_once_defined_and_unknown_names_are_clear_error
         Layer.registry["LeakyReLU"] = LeakyReLU
 
 
-def test_a_class_defined_again_replaces_the_old_one_and_saving_an_old_instance_is_refused(  # noqa: E501
+def test_a_class_defined_again_replaces_the_old_one_and_an_old_instance_is_refused(
     tmp_path,
 ):
     old = LeakyReLU()

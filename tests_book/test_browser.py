@@ -110,6 +110,43 @@ def test_page_in_browser(server, browser, page):
     browser.set_window_size(1280, 1000)
 
 
+# What scrolls sideways or overflows the text column, with every hidden cell opened (a
+# reader may open it): code and output blocks wider than their box, and images wider
+# than the article's text.
+OVERFLOW = """
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const article = document.querySelector('article');
+const right = article.getBoundingClientRect().right
+              - parseFloat(getComputedStyle(article).paddingRight);
+const longest = b => b.textContent.split('\\n')
+                      .reduce((a, l) => (l.length > a.length ? l : a), '');
+return {
+  scrolling: [...article.querySelectorAll('pre')]
+    .filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
+    .map(b => longest(b).slice(0, 120)),
+  wideImages: [...article.querySelectorAll('img')]
+    .filter(i => i.getBoundingClientRect().right > right + 1)
+    .map(i => i.getAttribute('src')),
+};
+"""
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_nothing_scrolls_sideways(server, browser, page):
+    """At a 1280-pixel window no code block or output scrolls sideways and no figure is
+    wider than the text (the code is formatted to 88 columns: book/_static/code.css)."""
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{server}/{page}.html")
+    state = browser.execute_script(OVERFLOW)
+    assert not state["scrolling"], (
+        f"{page}: {len(state['scrolling'])} block(s) scroll sideways at 1280 px; their "
+        f"longest lines: {state['scrolling'][:5]}"
+    )
+    assert not state["wideImages"], (
+        f"{page}: images wider than the text: {state['wideImages']}"
+    )
+
+
 # The chapters that show an animation of a mechanism, drawn by cnn.animations with
 # matplotlib's JavaScript player (all frames embedded in the page, so it plays offline).
 ANIMATED_PAGES = ["convolution", "pooling", "conv_layer", "backprop_conv"]
