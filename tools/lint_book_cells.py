@@ -1,13 +1,14 @@
-"""Format and lint the code cells of the book's chapters with ruff, as the package's code is.
+"""Format and lint the code cells of the book's chapters with ruff, like the package.
 
-    python tools/lint_book_cells.py            # check: exit 1 and list what ruff would change or flags
-    python tools/lint_book_cells.py --fix      # format the cells in place (lint findings stay to fix by hand)
+    python tools/lint_book_cells.py          # check: what ruff would change or flag
+    python tools/lint_book_cells.py --fix    # format the cells in place
     python tools/lint_book_cells.py book/pooling.md ...   # only these chapters
 
-Each ``{code-cell}`` of a MyST chapter is formatted on its own (ruff format, the settings of
-pyproject.toml); each chapter's cells are linted together, in order, as the notebook runs them, so a
-name defined in one cell is known in the next. A cell's options (``:tags:`` lines or a ``---`` block)
-are left as they are. Rules that do not fit a notebook are off for cells: imports where they are first
+Each ``{code-cell}`` of a MyST chapter is formatted on its own (ruff format, with the
+settings of pyproject.toml); each chapter's cells are linted together, in order, as the
+notebook runs them, so a name defined in one cell is known in the next. A cell's options
+(``:tags:`` lines or a ``---`` block) are left as they are. Lint findings are fixed by
+hand. Rules that do not fit a notebook are off for cells: imports where they are first
 needed (E402) and an expression on a cell's last line, which Jupyter displays (B018).
 """
 
@@ -25,9 +26,10 @@ NOTEBOOK_IGNORES = "E402,B018"
 
 
 def cells(text):
-    """``(start, end, options, body, body_line)`` for each code cell: ``text[start:end]`` is the cell's
-    inside, ``options`` its option lines, ``body`` its code and ``body_line`` the chapter line (from 1)
-    where the code starts."""
+    """``(start, end, options, body, body_line)`` for each code cell.
+
+    ``text[start:end]`` is the cell's inside, ``options`` its option lines, ``body`` its
+    code and ``body_line`` the chapter line (from 1) where the code starts."""
     for match in CELL.finditer(text):
         inside = match.group(1)
         options = ""
@@ -53,7 +55,9 @@ def _ruff(args, files, cwd):
 
 
 def format_chapter(path, fix):
-    """Format each cell of ``path``; with ``fix`` write the result. Returns the cells that change."""
+    """Format each cell of ``path``; with ``fix``, write the result.
+
+    Returns the chapter lines of the cells that change."""
     text = path.read_text()
     found = list(cells(text))
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,10 +68,16 @@ def format_chapter(path, fix):
             files.append(file)
         if not files:
             return []
-        _ruff(["check", "--quiet", "--fix", "--select", "I"], files, tmp)   # sort each cell's imports
+        _ruff(
+            ["check", "--quiet", "--fix", "--select", "I"], files, tmp
+        )  # sort each cell's imports
         _ruff(["format", "--quiet"], files, tmp)
         formatted = [file.read_text() for file in files]
-    changed = [line for (_, _, _, body, line), new in zip(found, formatted, strict=True) if body != new]
+    changed = [
+        line
+        for (_, _, _, body, line), new in zip(found, formatted, strict=True)
+        if body != new
+    ]
     if fix and changed:
         pieces, last = [], 0
         for (start, end, options, _, _), new in zip(found, formatted, strict=True):
@@ -78,8 +88,8 @@ def format_chapter(path, fix):
 
 
 def lint_chapter(path):
-    """Ruff's findings for the chapter's cells run in order, as ``(chapter line, message)``."""
-    script, origin = [], []   # origin[i]: the chapter line of the script's line i + 1
+    """Ruff's findings for the cells of a chapter: ``(chapter line, message)``."""
+    script, origin = [], []  # origin[i]: the chapter line of the script's line i + 1
     for _, _, _, body, line in cells(path.read_text()):
         for offset, code_line in enumerate(body.splitlines()):
             script.append(code_line)
@@ -90,7 +100,13 @@ def lint_chapter(path):
         file = Path(tmp) / "chapter.py"
         file.write_text("\n".join(script) + "\n")
         result = _ruff(
-            ["check", "--output-format", "concise", "--extend-ignore", NOTEBOOK_IGNORES],
+            [
+                "check",
+                "--output-format",
+                "concise",
+                "--extend-ignore",
+                NOTEBOOK_IGNORES,
+            ],
             [file],
             tmp,
         )
