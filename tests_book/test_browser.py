@@ -120,27 +120,43 @@ const right = article.getBoundingClientRect().right
               - parseFloat(getComputedStyle(article).paddingRight);
 const longest = b => b.textContent.split('\\n')
                       .reduce((a, l) => (l.length > a.length ? l : a), '');
-return {
-  scrolling: [...article.querySelectorAll('pre')]
-    .filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)
+const shown = [...article.querySelectorAll('pre')].filter(b => b.offsetParent !== null);
+const outputs = shown.filter(b => b.closest('div.cell_output'));
+// Outputs wrap long lines (book/_static/code.css); measure them as if they did not,
+// and keep the lines laid out in columns (three spaces in a row): a table must fit.
+outputs.forEach(b => { b.style.whiteSpace = 'pre'; b.style.overflowWrap = 'normal'; });
+const result = {
+  scrolling: shown.filter(b => !b.closest('div.cell_output'))
+    .filter(b => b.scrollWidth > b.clientWidth + 1)
     .map(b => longest(b).slice(0, 120)),
+  wideTables: outputs.filter(b => b.scrollWidth > b.clientWidth + 1)
+    .flatMap(b => b.textContent.split('\\n'))
+    .filter(l => l.length > 88 && /\\S {3,}\\S/.test(l))
+    .map(l => l.slice(0, 120)),
   wideImages: [...article.querySelectorAll('img')]
     .filter(i => i.getBoundingClientRect().right > right + 1)
     .map(i => i.getAttribute('src')),
 };
+outputs.forEach(b => { b.style.whiteSpace = ''; b.style.overflowWrap = ''; });
+return result;
 """
 
 
 @pytest.mark.parametrize("page", toc_pages())
 def test_nothing_scrolls_sideways(server, browser, page):
-    """At a 1280-pixel window no code block or output scrolls sideways and no figure is
-    wider than the text (the code is formatted to 88 columns: book/_static/code.css)."""
+    """At a 1280-pixel window no code block scrolls sideways, no output laid out in
+    columns is wider than the text, and no figure is (code is formatted to 88 columns,
+    which fit at 12 px: book/_static/code.css; other long output lines wrap)."""
     browser.set_window_size(1280, 1000)
     browser.get(f"{server}/{page}.html")
     state = browser.execute_script(OVERFLOW)
     assert not state["scrolling"], (
         f"{page}: {len(state['scrolling'])} block(s) scroll sideways at 1280 px; their "
         f"longest lines: {state['scrolling'][:5]}"
+    )
+    assert not state["wideTables"], (
+        f"{page}: output laid out in columns wider than 88 characters: "
+        f"{state['wideTables'][:5]}"
     )
     assert not state["wideImages"], (
         f"{page}: images wider than the text: {state['wideImages']}"
