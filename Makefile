@@ -28,7 +28,11 @@ $(MATHJAX)/tex-chtml.js:
 book: $(VENV)/.installed-book $(MATHJAX)/tex-chtml.js
 	$(BIN)/jupyter-book build --all -W -n --keep-going book
 
+# The tests, and ruff's format and lint of the code and of the book's code cells (88 columns).
 test: $(VENV)/.installed-test
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/python tools/lint_book_cells.py
 	$(BIN)/python -m pytest -q
 
 # Checks of the built HTML (run after `make book`): error outputs, missing figures, and every page in
