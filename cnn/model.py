@@ -186,9 +186,15 @@ class Sequential:
 
     # ---------------------------------------------------------- prediction and training
 
-    def predict_logits(self, X, batch_size=500):
-        """Logits (N, num_classes) in evaluation mode, computed in batches to bound
-        memory."""
+    #: Images per batch in prediction. Small batches keep each layer's im2col matrix
+    #: small (deep_cnn's second layer: 29 MB for 64 images, 226 MB for 500, allocated
+    #: afresh for every batch): on 5,000 test images deep_cnn took 2.2 s in batches of
+    #: 64 against 5.4 s in batches of 500 (SimpleCNN 0.08 s against 0.09 s).
+    PREDICT_BATCH = 64
+
+    def predict_logits(self, X, batch_size=PREDICT_BATCH):
+        """Logits (N, num_classes) in evaluation mode, computed in batches (which also
+        bounds the memory)."""
         X = check_array("predict: X", X, ndim=4, shape_doc="(N, C, H, W)")
         batch_size = check_int("batch_size", batch_size, 1)
         with blas_limits(self):
@@ -200,12 +206,12 @@ class Sequential:
                 ]
             )
 
-    def predict_proba(self, X, batch_size=500):
+    def predict_proba(self, X, batch_size=PREDICT_BATCH):
         """Class probabilities (N, num_classes) in evaluation mode, computed in batches
         to bound memory."""
         return softmax(self.predict_logits(X, batch_size))
 
-    def predict(self, X, batch_size=500):
+    def predict(self, X, batch_size=PREDICT_BATCH):
         """Predicted class labels of shape (N,) for X of shape (N, C, H, W)."""
         return self.predict_logits(X, batch_size).argmax(axis=1)
 
