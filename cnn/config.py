@@ -24,11 +24,11 @@ class Configurable:
     (a word for messages).
     """
 
-    #: Constructor arguments never saved: what only sets the initial weights (``rng``,
-    #: ``weight_scale``: a loaded layer's weights come from the file), the ``dtype``
-    #: (saved with the arrays) and the choice of implementation (``impl``: the teaching
-    #: loops or the vectorised code compute the same layer).
-    not_saved = ("rng", "weight_scale", "dtype", "impl")
+    #: Constructor arguments never saved: a random generator (a loaded layer's weights
+    #: come from the file) and the ``dtype`` (saved with the arrays). A class adds the
+    #: names of its own arguments that do not change what it computes (ConvLayer's
+    #: ``weight_scale`` and ``impl``, for example).
+    not_saved = ("rng", "dtype")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -450,6 +450,10 @@ class ConvLayer(Layer):
         The live parameter arrays and, after each backward, their gradients.
     """
 
+    #: Not saved: the initial weights' scale (a loaded layer's weights come from the
+    #: file) and the implementation (the loops and the vectorised code agree).
+    not_saved = (*Layer.not_saved, "weight_scale", "impl")
+
     def __init__(
         self,
         num_filters,

@@ -128,6 +128,9 @@ class MaxPoolLayer(Layer):
     gradients of all windows it wins.
     """
 
+    #: Not saved: the implementation (the loops and the vectorised code agree).
+    not_saved = (*Layer.not_saved, "impl")
+
     def __init__(self, pool_size=2, stride=2, impl="vectorized"):
         super().__init__()
         self.pool_size = check_int("MaxPoolLayer: pool_size", pool_size, 1)
@@ -219,6 +222,10 @@ class FullyConnectedLayer(Layer):
     weights : ndarray of shape (input_size, output_size)
     biases : ndarray of shape (output_size,)
     """
+
+    #: Not saved: the initial weights' scale (a loaded layer's weights come from the
+    #: file).
+    not_saved = (*Layer.not_saved, "weight_scale")
 
     def __init__(
         self,

@@ -305,3 +305,29 @@ def test_refused_learning_rate_in_conv_backward_changes_nothing(rng):
             value,
             err_msg=f"grads[{name!r}] changed by a refused call",
         )
+
+
+def test_only_a_class_own_unsaved_arguments_are_left_out(tmp_path):
+    """ConvLayer does not save ``weight_scale`` and ``impl``; a reader's layer with an
+    argument of the same name saves it, since it may change what the layer computes."""
+
+    class Scaled(Layer):
+        def __init__(self, weight_scale=1.0, impl="plain"):
+            super().__init__()
+            self.weight_scale, self.impl = weight_scale, impl
+
+        def forward(self, X, training=True):
+            return self.weight_scale * X
+
+        def gradient(self, dout, input_grad=True):
+            return self.weight_scale * dout
+
+    assert "weight_scale" not in cnn.ConvLayer(2, 3, 1).config()
+    assert Scaled(3.0, "other").config() == {"weight_scale": 3.0, "impl": "other"}
+    model = Sequential(
+        [Flatten(), Scaled(3.0), FullyConnectedLayer(4, 2)],
+        input_shape=(1, 2, 2),
+        num_classes=2,
+    )
+    save_model(model, tmp_path / "scaled.npz")
+    assert load_model(tmp_path / "scaled.npz").layers[1].weight_scale == 3.0
