@@ -291,10 +291,10 @@ def conv_input_gradient(dout, weights, X_shape, stride=1, padding=0, workspace=N
     """
     N, C, H, W = X_shape
     F, _, K, _ = weights.shape
-    # (F, N*OH*OW), free for our layout
-    dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)
     full = K - 1 - padding
     if stride != 1 or full < 0 or F > C:
+        # (F, N*OH*OW), free for our layout
+        dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)
         return col2im(
             matmul_in_blocks(weights.reshape(F, -1).T, dout_F),
             X_shape,
