@@ -9,6 +9,7 @@ The Keras layers use ``data_format="channels_first"``, so images stay (N, C, H, 
 (F, C, K, K), Keras (K, K, C, F).
 """
 
+import functools
 import os
 
 import numpy as np
@@ -73,9 +74,10 @@ def _dense_weights(layer, flattened_from, data_format):
     return [w, layer.biases]
 
 
+@functools.cache
 def keras_twins():
-    """The mapping of our layer classes onto Keras, built when Keras is first needed
-    (keras is optional)."""
+    """The mapping of our layer classes onto Keras, built once, when Keras is first
+    needed (keras is optional)."""
     return {
         ConvLayer: KerasTwin(
             _conv_layers,
