@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_mathjax/mathjax
 
-.PHONY: book test check-book bench clean
+.PHONY: book pdf test check-book bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,24 @@ $(MATHJAX)/tex-chtml.js:
 	cd $(VENV)/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
 	cp -r $(VENV)/mathjax/package/es5/. $(MATHJAX)/
 
-# The strict build: every chapter runs from scratch; any cell error, warning or broken reference fails it.
+# The strict build of the whole book: any cell error, warning or broken reference fails it. Chapters
+# execute once and are cached (_build/.jupyter_cache); tools/book_cache.py empties the cache when the
+# package, the data, _config.yml or the installed libraries change, so a fresh clone runs them all.
 book: $(VENV)/.installed-book $(MATHJAX)/tex-chtml.js
+	$(BIN)/python tools/book_cache.py
 	$(BIN)/jupyter-book build --all -W -n --keep-going book
+
+# The whole book as one PDF (_build/latex/book.pdf), from the chapters `make book` executed: it
+# refuses to start if a chapter would execute, then builds the HTML again (from the cache) so that its
+# first page links the PDF. TeX Live comes from Debian's packages, installed here when missing.
+pdf: $(VENV)/.installed-book
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-xetex \
+		tex-gyre fonts-freefont-otf latexmk >/dev/null)
+	$(BIN)/python tools/book_cache.py --check
+	$(BIN)/jupyter-book build --all -W -n --keep-going --builder pdflatex book
+	$(BIN)/jupyter-book build -W -n --keep-going book
 
 # The tests, and ruff's format and lint of the code and of the book's code cells (88 columns).
 test: $(VENV)/.installed-test
@@ -35,11 +50,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/python tools/lint_book_cells.py
 	$(BIN)/python -m pytest -q
 
-# Checks of the built HTML (run after `make book`): error outputs, missing figures, and every page in
-# headless Chromium (installed from Debian's packages).
+# Checks of the built editions (run after `make book` and `make pdf`): error outputs, missing figures,
+# every page in headless Chromium, the chapters' notebooks (the quickest one run outside the book), and
+# the PDF's pages and text (Poppler). Chromium and Poppler come from Debian's packages.
 check-book: $(VENV)/.installed-test $(VENV)/.installed-browser
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v pdftotext >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver poppler-utils >/dev/null)
 	$(BIN)/python -m pytest -q tests_book
 
 # Speed against Keras (JAX) and PyTorch (CPU), each in its own process, in turns (benchmarks/run.py).

@@ -28,6 +28,7 @@ The pictures write the numbers in the cells, so they are made for small arrays
 channel), a kernel ``(K, K)``.
 """
 
+import base64
 import io
 import re
 
@@ -268,6 +269,23 @@ class MechanismAnimation(FuncAnimation):
 
     def _repr_html_(self):
         return self.to_html()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """The animation for a page that plays it (``text/html``) and a still of its
+        key frames for one that cannot, such as the PDF (``image/png``): each edition
+        of the book picks the richest it can show."""
+        return {"text/html": self.to_html(), "image/png": self.key_frames_png()}
+
+    def key_frames_png(self):
+        """:func:`key_frames` of this animation as a PNG, base64-encoded (as notebooks
+        store images)."""
+        import matplotlib.pyplot as plt
+
+        fig = key_frames(self)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)  # shown through the bundle, not again by the notebook's backend
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     def frame_image(self, k, dpi=None):
         """Frame ``k`` drawn as an RGBA image, an ndarray of shape (height, width, 4)

@@ -8,6 +8,8 @@ training runs are made over several seeds (:func:`over_seeds`, :class:`Spread`),
 difference is claimed only where it exceeds the spread (:func:`exceeds_noise`). A cell
 that shows an error on purpose runs inside :func:`expect_error`, which fails if the
 error is not raised. :class:`ChapterClock` times a chapter's code for its opening line.
+:func:`glue` hands a result to the page's text, in the book and in a downloaded
+notebook.
 """
 
 import contextlib
@@ -248,6 +250,28 @@ def format_duration(seconds):
     )
 
 
+def glue(name, value, display=True):
+    """Hand ``value`` to the page's text under ``name`` (myst-nb's ``glue``).
+
+    The chapters call this rather than ``myst_nb.glue`` so that a chapter downloaded as
+    a notebook runs with only the package installed: without myst-nb (plain Jupyter)
+    the value is shown if ``display`` is true, as the book shows it, and nothing else
+    happens.
+    """
+    try:
+        # the book's dependency, not the package's
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            try:
+                from IPython.display import display as show
+            except ImportError:  # not even Jupyter: a plain Python script
+                show = print
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
 class ChapterClock:
     """Times a chapter's code: started by its first cell, glued by its last as
     ``chapter_run_time``."""
@@ -260,6 +284,4 @@ class ChapterClock:
 
     def glue(self, name="chapter_run_time"):
         """Glue the time since the clock started, as text such as ``"3 min 12 s"``."""
-        from myst_nb import glue  # the book's dependency, not the package's
-
         glue(name, format_duration(self.seconds()), display=False)

@@ -6,6 +6,8 @@ windows, compared with ``convolve2d``, ``MaxPoolLayer`` and ``ConvLayer`` (and t
 references of conftest).
 """
 
+import base64
+import io
 import re
 
 import matplotlib
@@ -278,3 +280,19 @@ def test_key_frames_draw_a_static_strip():
     plt.close(fig)
     with pytest.raises(ValueError, match="frames must be between"):
         animations.key_frames(anim, frames=[anim.num_frames])
+
+
+def test_each_edition_gets_what_it_can_show():
+    """The notebook output holds the playable HTML (for the web page) and a still of the
+    key frames (for the PDF, which cannot play it); drawing the still leaves no figure
+    open for the notebook's backend to show a second time."""
+    anim = CHAPTER_EXAMPLES["convolution"]()
+    open_before = plt.get_fignums()
+    bundle = anim._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "image/png"}
+    assert bundle["text/html"] == anim.to_html()
+    png = base64.b64decode(bundle["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    still = matplotlib.image.imread(io.BytesIO(png))
+    assert still.shape[1] > still.shape[0] > 100 and still.std() > 0.01
+    assert plt.get_fignums() == open_before

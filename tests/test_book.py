@@ -17,6 +17,7 @@ from cnn.book import (
     exceeds_noise,
     expect_error,
     format_duration,
+    glue,
     over_seeds,
     spread,
 )
@@ -205,3 +206,14 @@ def test_chapter_clock_counts_up():
     clock = ChapterClock()
     first = clock.seconds()
     assert 0 <= first <= clock.seconds()
+
+
+def test_glue_without_myst_nb_shows_the_value_or_nothing(monkeypatch, capsys):
+    """A chapter downloaded as a notebook runs where myst-nb is not installed: glue then
+    shows what the page shows (the value, or nothing for display=False) and never
+    fails."""
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # `import myst_nb` now fails
+    assert glue("hidden", 3.25, display=False) is None
+    assert capsys.readouterr().out == ""
+    glue("shown", "0.987", display=True)
+    assert "0.987" in capsys.readouterr().out

@@ -1,13 +1,16 @@
 """Every built page opened in headless Chromium (Debian's chromium and chromium-driver,
 driven by Selenium): the page loads, every image loads, every equation is typeset by
-MathJax, and no error output is shown. A full-page screenshot of each is saved under
-_build/screenshots/. On the pages with an animation of a mechanism (cnn.animations), the
-player's controls are there and its frames change."""
+MathJax, no error output is shown, and the notebook in the download menu loads. A
+full-page screenshot of each is saved under _build/screenshots/. On the pages with an
+animation of a mechanism (cnn.animations), the player's controls are there and its
+frames change."""
 
 import functools
 import http.server
+import json
 import threading
 import time
+import urllib.request
 
 import pytest
 from conftest import ROOT, toc_pages
@@ -79,6 +82,8 @@ ready.then(() => {
     errorOutputs: cells.flatMap(c => [...c.querySelectorAll(errorOutput)])
                        .map(o => o.textContent.slice(0, 200)),
     height: document.body.scrollHeight,
+    notebook: [...document.querySelectorAll('a')].map(a => a.href)
+                .find(href => href.endsWith('.ipynb')) || null,
   });
 }).catch(e => done({error: String(e)}));
 """
@@ -103,6 +108,12 @@ def test_page_in_browser(server, browser, page):
     assert state["mathErrors"] == 0, f"{page}: {state['mathErrors']} MathJax errors"
     assert not state["errorOutputs"], (
         f"{page}: error outputs: {state['errorOutputs'][:3]}"
+    )
+    assert state["notebook"], f"{page}: the download menu offers no notebook"
+    with urllib.request.urlopen(state["notebook"]) as download:
+        notebook = json.load(download)
+    assert notebook["nbformat"] == 4 and notebook["cells"], (
+        f"{page}: {state['notebook']} is not a notebook"
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(1280, min(max(state["height"], 800), 16000))
