@@ -9,6 +9,9 @@ The names below are the activity's public API::
 
 A new layer subclasses :class:`cnn.Layer` (see :mod:`cnn.layer`); nothing else in the
 package changes.
+
+A trained network goes out to ONNX through :func:`export_onnx` (:mod:`cnn.onnx_export`,
+which needs ``pip install "cnn[onnx]"``).
 """
 
 from .augment import (
@@ -50,6 +53,7 @@ from .losses import (
 )
 from .model import Sequential
 from .networks import DEEP_CNN_TRAINING, SimpleCNN, deep_cnn, two_conv_net
+from .onnx_export import export_onnx
 from .optim import SGD, Adam, Momentum, Optimizer
 from .train import evaluate
 
@@ -104,4 +108,5 @@ __all__ = [
     "two_conv_net",
     "deep_cnn",
     "ConvMaxPool",
+    "export_onnx",
 ]
