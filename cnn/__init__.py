@@ -10,7 +10,8 @@ The names below are the activity's public API::
 A new layer subclasses :class:`cnn.Layer` (see :mod:`cnn.layer`); nothing else in the
 package changes.
 
-A trained network goes out to ONNX through :func:`export_onnx` (:mod:`cnn.onnx_export`,
+Your own images of digits go in through :func:`prepare_digit` (:mod:`cnn.digits`), and a
+trained network goes out to ONNX through :func:`export_onnx` (:mod:`cnn.onnx_export`,
 which needs ``pip install "cnn[onnx]"``).
 """
 
@@ -33,6 +34,7 @@ from .conv import (
 )
 from .conv_maxpool import ConvMaxPool
 from .data import DataIntegrityError, load_mnist, load_mnist_prepared, prepare_images
+from .digits import DigitImageError, prepare_digit
 from .gradcheck import (
     check_layer,
     check_model,
@@ -108,5 +110,7 @@ __all__ = [
     "two_conv_net",
     "deep_cnn",
     "ConvMaxPool",
+    "prepare_digit",
+    "DigitImageError",
     "export_onnx",
 ]
