@@ -119,11 +119,16 @@ def read_image(path):
     Raises
     ------
     DigitImageError
-        If the file is missing, unreadable or not an image.
+        If the file is missing, empty, unreadable or not an image.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = os.fspath(path)
+    if os.path.isfile(name) and os.path.getsize(name) == 0:
+        raise DigitImageError(
+            f"{name}: an empty file (0 bytes), not an image; expected a PNG, JPEG, "
+            "GIF, BMP, WebP or TIFF image of a digit"
+        )
     try:
         with Image.open(name) as image:
             image = ImageOps.exif_transpose(image)

@@ -405,6 +405,9 @@ def test_bad_files_are_named(tmp_path):
     text.write_text("not an image")
     with pytest.raises(DigitImageError, match=rf"{re.escape(str(text))}: not an image"):
         prepare_digit(text)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DigitImageError, match=r"empty.png: an empty file \(0 bytes\)"):
+        prepare_digit(tmp_path / "empty.png")
     with pytest.raises(DigitImageError, match=r"missing.png: no such image file"):
         prepare_digit(tmp_path / "missing.png")
     with pytest.raises(DigitImageError, match=r"is a directory, not an image file"):
