@@ -41,10 +41,10 @@ from .conv import ConvLayer
 from .conv_maxpool import ConvMaxPool
 from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
 
-#: The ONNX operator set the exporter writes: 17 (ONNX 1.12, 2022). Every operator used
-#: has been stable since opset 13 or earlier, and ONNX Runtime (Python and Web) runs
-#: opset 17 on every backend; the file's IR version is the lowest that opset 17 allows
-#: (8), so older runtimes read it too.
+#: The ONNX operator set the exporter writes: 17 (ONNX 1.12, 2022), widely supported.
+#: The operators' definitions in it date from opset 11 (Conv) to 15
+#: (BatchNormalization), and the file's IR version is the lowest that opset 17 allows
+#: (8), so runtimes of the last years read it.
 OPSET = 17
 
 #: The name of the graph's input, and of its two outputs.
