@@ -9,6 +9,10 @@ The names below are the activity's public API::
 
 A new layer subclasses :class:`cnn.Layer` (see :mod:`cnn.layer`); nothing else in the
 package changes.
+
+Your own images of digits go in through :func:`prepare_digit` (:mod:`cnn.digits`), and a
+trained network goes out to ONNX through :func:`export_onnx` (:mod:`cnn.onnx_export`,
+which needs ``pip install "cnn[onnx]"``).
 """
 
 from .augment import (
@@ -30,6 +34,7 @@ from .conv import (
 )
 from .conv_maxpool import ConvMaxPool
 from .data import DataIntegrityError, load_mnist, load_mnist_prepared, prepare_images
+from .digits import DigitImageError, prepare_digit
 from .gradcheck import (
     check_layer,
     check_model,
@@ -50,6 +55,7 @@ from .losses import (
 )
 from .model import Sequential
 from .networks import DEEP_CNN_TRAINING, SimpleCNN, deep_cnn, two_conv_net
+from .onnx_export import export_onnx
 from .optim import SGD, Adam, Momentum, Optimizer
 from .train import evaluate
 
@@ -104,4 +110,7 @@ __all__ = [
     "two_conv_net",
     "deep_cnn",
     "ConvMaxPool",
+    "prepare_digit",
+    "DigitImageError",
+    "export_onnx",
 ]
