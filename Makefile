@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_mathjax/mathjax
+ORT_VERSION := 1.30.0
+ORT := book/_ort/ort
 
 .PHONY: book pdf test check-book bench clean
 
@@ -24,10 +26,18 @@ $(MATHJAX)/tex-chtml.js:
 	cd $(VENV)/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
 	cp -r $(VENV)/mathjax/package/es5/. $(MATHJAX)/
 
+# ONNX Runtime Web, which runs the trained network on the page where the reader draws (book/draw.md),
+# served by the book itself: its script, its WebAssembly and the module that loads it.
+$(ORT)/ort.wasm.min.js:
+	rm -rf $(VENV)/ort && mkdir -p $(VENV)/ort $(ORT)
+	cd $(VENV)/ort && npm pack --silent onnxruntime-web@$(ORT_VERSION) >/dev/null && tar xzf onnxruntime-web-$(ORT_VERSION).tgz
+	cp $(VENV)/ort/package/dist/ort-wasm-simd-threaded.mjs $(VENV)/ort/package/dist/ort-wasm-simd-threaded.wasm $(ORT)/
+	cp $(VENV)/ort/package/dist/ort.wasm.min.js $(ORT)/
+
 # The strict build of the whole book: any cell error, warning or broken reference fails it. Chapters
 # execute once and are cached (_build/.jupyter_cache); tools/book_cache.py empties the cache when the
 # package, the data, _config.yml or the installed libraries change, so a fresh clone runs them all.
-book: $(VENV)/.installed-book $(MATHJAX)/tex-chtml.js
+book: $(VENV)/.installed-book $(MATHJAX)/tex-chtml.js $(ORT)/ort.wasm.min.js
 	$(BIN)/python tools/book_cache.py
 	$(BIN)/jupyter-book build --all -W -n --keep-going book
 
@@ -63,4 +73,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf _build book/_mathjax
+	rm -rf _build book/_mathjax book/_ort

@@ -5,59 +5,15 @@ full-page screenshot of each is saved under _build/screenshots/. On the pages wi
 animation of a mechanism (cnn.animations), the player's controls are there and its
 frames change."""
 
-import functools
-import http.server
 import json
-import threading
 import time
 import urllib.request
 
 import pytest
 from conftest import ROOT, toc_pages
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def server(html_dir):
-    """Serve the built book on a free port of 127.0.0.1."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(html_dir)
-    )
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
 
 
 PAGE_STATE = """
@@ -290,3 +246,22 @@ def test_animation_plays(server, browser, page):
             f"{page}: 'Last frame' did not show the last of {frames} frames",
         )
         assert state[index]["src"] not in (first, second)
+
+
+def test_equations_are_typeset_on_a_page_that_has_them(server, browser):
+    """MathJax renders the equations (the book's own copy after `make book`): counted on
+    a page with many, so that a book whose equations all stay raw TeX cannot pass."""
+    browser.get(f"{server}/backprop_conv.html")
+    state = browser.execute_async_script(PAGE_STATE)
+    rendered = browser.execute_script(
+        "return document.querySelectorAll('.math mjx-container').length;"
+    )
+    assert state["math"] >= 10, f"only {state['math']} equations on the page"
+    assert rendered == state["math"], f"{rendered} of {state['math']} equations typeset"
+    source = browser.execute_script(
+        "return [...document.scripts].map(s => s.src)"
+        ".find(s => s.includes('tex-chtml'));"
+    )
+    assert source and source.startswith(server), (
+        f"MathJax not served by the book: {source}"
+    )

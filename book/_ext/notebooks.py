@@ -33,9 +33,13 @@ INCLUDE = re.compile(
 )
 GLUE = re.compile(r"\{glue:(text|md)\}`([^`]+)`")
 DOC = re.compile(r"\{doc\}`([^`<]+?)`")
-FRAMEWORK_IMPORTS = re.compile(
-    r"^\s*(import|from)\s+(jax|keras|cnn\.keras_compat)\b", re.M
-)
+# The package's extras a chapter needs, from what its cells use.
+EXTRAS = {
+    "framework": re.compile(
+        r"^\s*(import|from)\s+(jax|keras|cnn\.keras_compat)\b", re.M
+    ),
+    "onnx": re.compile(r"^\s*(import|from)\s+onnx|\bexport_onnx\b", re.M),
+}
 
 
 def _executed(app):
@@ -100,7 +104,8 @@ def _title(app, doc, target):
 
 def _first_cell(app, doc, notebook):
     code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
-    extra = '".[framework]"' if FRAMEWORK_IMPORTS.search(code) else "."
+    extras = [name for name, uses in EXTRAS.items() if uses.search(code)]
+    extra = f'".[{",".join(extras)}]"' if extras else "."
     title = app.env.titles[doc].astext()
     book = app.config.html_title or app.config.project
     return nbformat.v4.new_markdown_cell(
