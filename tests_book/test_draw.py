@@ -56,6 +56,7 @@ def test_strokes_drawn_with_the_mouse_get_a_reading(server, browser):
     _open(server, browser)
     box = browser.find_element(By.CSS_SELECTOR, "canvas.draw-box")
     assert _verdict(browser) == "Draw a digit in the box."
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
     # a 1: one stroke down the middle of the box
     strokes = ActionChains(browser).move_to_element_with_offset(box, 0, -100)
     strokes.click_and_hold()

@@ -327,7 +327,13 @@
     clear();
     session.then(
       () => root.classList.add("draw-ready"),
-      (error) => { verdict.textContent = `ONNX Runtime could not start: ${error}`; },
+      (error) => {
+        verdict.textContent = location.protocol === "file:"
+          // Browsers load WebAssembly modules over HTTP only, never from a file.
+          ? "The network runs when the book is served, even offline: " +
+            "python -m http.server -d _build/html, then open http://localhost:8000/draw.html"
+          : `ONNX Runtime could not start: ${error}`;
+      },
     );
 
     // For the browser checks: put a grey image (uint8, H x W, dark ink on white) into the
