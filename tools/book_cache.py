@@ -79,12 +79,13 @@ def chapters():
 def uncached():
     """The chapters that a build would execute: those whose code cells match no
     executed notebook in the cache (all of them if the inputs changed)."""
-    from jupyter_cache import get_cache
-    from myst_nb.core.read import read_myst_markdown_notebook
-
     stamp = STAMP.read_text().strip() if STAMP.is_file() else None
     if not CACHE.is_dir() or stamp != fingerprint():
         return chapters()
+    # the book's dependencies (the book extra), needed only to look inside the cache
+    from jupyter_cache import get_cache
+    from myst_nb.core.read import read_myst_markdown_notebook
+
     cache = get_cache(CACHE)
     missing = []
     for path in chapters():
