@@ -10,7 +10,7 @@ import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from ._checks import check_array, check_int, check_labels
 from .losses import cross_entropy_from_logits, softmax_cross_entropy
@@ -172,7 +172,9 @@ def evaluate(model, X, y):
 
 def blas_limits(model):
     """A context in which BLAS uses at most ``model.blas_threads`` threads (None leaves
-    BLAS alone).
+    BLAS alone), and never more than it has already: a limit set around the training
+    (one thread in each of :func:`cnn.book.over_seeds`'s worker processes, which share
+    the cores) holds.
 
     The matrix products of a small network are too small to gain from a second thread,
     and when other programs keep the cores busy, BLAS threads waiting for each other
@@ -180,7 +182,11 @@ def blas_limits(model):
     """
     if model.blas_threads is None:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=model.blas_threads, user_api="blas")
+    current = [
+        pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"
+    ]
+    limit = min([model.blas_threads, *current])
+    return threadpool_limits(limits=limit, user_api="blas")
 
 
 class Progress:

@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 from conftest import all_params, images
 from numpy.testing import assert_allclose, assert_array_equal
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import cnn
-from cnn import SGD, Flatten, FullyConnectedLayer, Sequential, SimpleCNN, evaluate
+from cnn import (
+    SGD,
+    Flatten,
+    FullyConnectedLayer,
+    Sequential,
+    SimpleCNN,
+    deep_cnn,
+    evaluate,
+)
+from cnn.train import blas_limits
 
 # ----------------------------------------------------------------------------- training
 
@@ -199,3 +209,35 @@ def test_evaluate_hand_worked_counts():
         )
         == 0.5
     )
+
+
+def _blas_threads():
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+class _Model:
+    def __init__(self, blas_threads):
+        self.blas_threads = blas_threads
+
+
+def test_blas_limits_caps_the_threads_and_never_raises_an_outer_limit():
+    """blas_limits(model) gives BLAS at most the model's threads, and a limit set around
+    it (one thread per worker in cnn.book.over_seeds) holds: a model that asks for two
+    threads gets one there."""
+    available = max(_blas_threads())
+    with blas_limits(_Model(1)):
+        assert _blas_threads() and max(_blas_threads()) == 1
+    with blas_limits(_Model(2)):
+        assert max(_blas_threads()) == min(2, available)
+    with threadpool_limits(limits=1, user_api="blas"):
+        with blas_limits(_Model(2)):
+            assert max(_blas_threads()) == 1
+    with blas_limits(_Model(None)):
+        assert max(_blas_threads()) == available
+    assert max(_blas_threads()) == available  # restored
+
+
+def test_deep_cnn_trains_on_two_blas_threads_and_simple_cnn_on_one():
+    assert deep_cnn().blas_threads == 2
+    assert deep_cnn(blas_threads=1).blas_threads == 1
+    assert SimpleCNN().blas_threads == 1
