@@ -20,23 +20,26 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[$*]"
 	touch $@
 
-# MathJax, served by the book itself so that equations render offline.
-$(MATHJAX)/tex-chtml.js:
-	rm -rf $(VENV)/mathjax && mkdir -p $(VENV)/mathjax $(MATHJAX)
-	cd $(VENV)/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
-	cp -r $(VENV)/mathjax/package/es5/. $(MATHJAX)/
+# $(call npm_unpack,PACKAGE,VERSION): a release from the npm registry, unpacked into
+# $(VENV)/npm/PACKAGE/package/, for the book to serve itself (offline).
+npm_unpack = rm -rf $(VENV)/npm/$(1) && mkdir -p $(VENV)/npm/$(1) && cd $(VENV)/npm/$(1) && \
+	npm pack --silent $(1)@$(2) >/dev/null && tar xzf $(1)-$(2).tgz
 
-# ONNX Runtime Web, which runs the trained network on the page where the reader draws (book/draw.md),
-# served by the book itself: its script, its WebAssembly and the module that loads it.
+# MathJax, so that equations render offline.
+$(MATHJAX)/tex-chtml.js:
+	$(call npm_unpack,mathjax,$(MATHJAX_VERSION))
+	mkdir -p $(MATHJAX) && cp -r $(VENV)/npm/mathjax/package/es5/. $(MATHJAX)/
+
+# ONNX Runtime Web, which runs the trained network on the page where the reader draws (book/draw.md):
+# its script, its WebAssembly and the module that loads it.
 $(ORT)/ort.wasm.min.js:
-	rm -rf $(VENV)/ort && mkdir -p $(VENV)/ort $(ORT)
-	cd $(VENV)/ort && npm pack --silent onnxruntime-web@$(ORT_VERSION) >/dev/null && tar xzf onnxruntime-web-$(ORT_VERSION).tgz
-	cp $(VENV)/ort/package/dist/ort-wasm-simd-threaded.mjs $(VENV)/ort/package/dist/ort-wasm-simd-threaded.wasm $(ORT)/
-	cp $(VENV)/ort/package/dist/ort.wasm.min.js $(ORT)/
+	$(call npm_unpack,onnxruntime-web,$(ORT_VERSION))
+	mkdir -p $(ORT) && cd $(VENV)/npm/onnxruntime-web/package/dist && \
+		cp ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm ort.wasm.min.js $(CURDIR)/$(ORT)/
 
 # The strict build of the whole book: any cell error, warning or broken reference fails it. Chapters
 # execute once and are cached (_build/.jupyter_cache); tools/book_cache.py empties the cache when the
-# package, the data, _config.yml or the installed libraries change, so a fresh clone runs them all.
+# package, the data, the execute settings or the installed libraries change; a fresh clone runs them all.
 book: $(VENV)/.installed-book $(MATHJAX)/tex-chtml.js $(ORT)/ort.wasm.min.js
 	$(BIN)/python tools/book_cache.py
 	$(BIN)/jupyter-book build --all -W -n --keep-going book

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bs4 import BeautifulSoup
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
@@ -23,6 +24,15 @@ def toc_pages():
     for part in toc.get("parts", []):
         pages += [chapter["file"] for chapter in part["chapters"]]
     return pages
+
+
+@functools.cache
+def page_soup(page):
+    """The built page ``page`` (a name of :func:`toc_pages`), parsed once per session;
+    read it, do not change it."""
+    path = HTML / f"{page}.html"
+    assert path.is_file(), f"{path} was not built"
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
 @pytest.fixture(scope="session")

@@ -4,18 +4,11 @@ on disk."""
 import re
 
 import pytest
-from bs4 import BeautifulSoup
-from conftest import HTML, toc_pages
+from conftest import page_soup, toc_pages
 
 PAGES = toc_pages()
 # Output classes that myst-nb gives to error and stderr outputs.
 ERROR_CLASSES = ("traceback", "stderr", "error")
-
-
-def _soup(page):
-    path = HTML / f"{page}.html"
-    assert path.is_file(), f"{path} was not built"
-    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
 def test_no_execution_reports(html_dir):
@@ -39,7 +32,7 @@ def test_page_has_no_error_output(html_dir, page):
     raises, is not used.
     """
     bad = []
-    for cell in _soup(page).select("div.cell"):
+    for cell in page_soup(page).select("div.cell"):
         assert "tag_raises-exception" not in cell.get("class", []), (
             f"{page}: a cell is tagged raises-exception"
         )
@@ -54,7 +47,7 @@ def test_page_has_no_error_output(html_dir, page):
 def test_page_figures_exist(html_dir, page):
     """Every image on the page is a non-empty file of the build."""
     missing = []
-    for img in _soup(page).find_all("img"):
+    for img in page_soup(page).find_all("img"):
         src = img.get("src", "")
         if src.startswith("data:"):
             continue
@@ -68,7 +61,7 @@ def test_page_figures_exist(html_dir, page):
 def test_page_shows_results(html_dir, page):
     """Every chapter executed code and shows at least one figure or table computed by
     the build."""
-    soup = _soup(page)
+    soup = page_soup(page)
     assert soup.select("div.cell"), f"{page}: no executed cells"
     assert soup.find_all("img") or soup.find_all("table"), (
         f"{page}: no figure and no table"
@@ -79,7 +72,7 @@ def test_page_shows_results(html_dir, page):
 def test_no_unresolved_glue_or_role(html_dir, page):
     """Glued numbers were substituted: no literal {glue:...} role is left in the
     text."""
-    text = _soup(page).get_text()
+    text = page_soup(page).get_text()
     assert "{glue" not in text and "{eq}" not in text and "{ref}" not in text, (
         f"{page}: unresolved role"
     )
@@ -89,7 +82,7 @@ def test_no_unresolved_glue_or_role(html_dir, page):
 def test_page_opens_with_its_run_time(html_dir, page):
     """Every chapter says, under its title, how long its code took to run in this
     build."""
-    soup = _soup(page)
+    soup = page_soup(page)
     heading = soup.find("h1")
     assert heading is not None, f"{page}: no title"
     opening = heading.find_next("p")
@@ -108,7 +101,8 @@ def test_glued_numbers_read_as_numbers(html_dir, page):
     """A NumPy scalar glued as is shows as ``np.float64(98.95)`` (and fails any format
     spec): glue floats."""
     pasted = [
-        span.get_text() for span in _soup(page).select(".pasted-text, .pasted-inline")
+        span.get_text()
+        for span in page_soup(page).select(".pasted-text, .pasted-inline")
     ]
     bad = [text for text in pasted if re.match(r"\(?'?np\.", text)]
     assert not bad, f"{page}: glued values shown as NumPy reprs: {bad[:5]}"

@@ -12,8 +12,7 @@ import sys
 
 import nbformat
 import pytest
-from bs4 import BeautifulSoup
-from conftest import HTML, ROOT, toc_pages
+from conftest import ROOT, page_soup, toc_pages
 
 PAGES = toc_pages()
 PDF = ROOT / "_build" / "latex" / "book.pdf"
@@ -22,14 +21,8 @@ PDF = ROOT / "_build" / "latex" / "book.pdf"
 PDF_PAGES = (220, 360)
 
 
-def _soup(page):
-    return BeautifulSoup(
-        (HTML / f"{page}.html").read_text(encoding="utf-8"), "html.parser"
-    )
-
-
 def _notebook_link(page):
-    links = [a["href"] for a in _soup(page).select("a[href$='.ipynb']")]
+    links = [a["href"] for a in page_soup(page).select("a[href$='.ipynb']")]
     assert links, f"{page}: no notebook in the download menu"
     return links[0]
 
@@ -56,7 +49,7 @@ def test_page_offers_its_notebook_with_the_page_outputs(html_dir, page):
     assert all(c.execution_count for c in code), f"{page}: a cell was not executed"
     # the page leaves out the cells tagged remove-cell (glue, claims)
     code = [c for c in code if "remove-cell" not in c.metadata.get("tags", [])]
-    cells = _soup(page).select("div.cell")
+    cells = page_soup(page).select("div.cell")
     assert len(code) == len(cells), f"{page}: {len(code)} code cells, page {len(cells)}"
     for number, (cell, shown) in enumerate(zip(code, cells, strict=True), 1):
         page_text = _words(shown.get_text())
@@ -106,7 +99,7 @@ def package_only_kernel(tmp_path_factory):
 
 def _run_time(page):
     """The chapter's run time in seconds, from the line under its title."""
-    text = _soup(page).find("h1").find_next("p").get_text(" ", strip=True)
+    text = page_soup(page).find("h1").find_next("p").get_text(" ", strip=True)
     found = re.search(r"took (?:(\d+) min )?(\d+) s", text)
     return int(found.group(1) or 0) * 60 + int(found.group(2))
 
@@ -163,7 +156,7 @@ def pdf_text():
         text=True,
         check=True,
     ).stdout
-    title = _soup("intro").find("title").get_text().split("—")[-1].strip()
+    title = page_soup("intro").find("title").get_text().split("—")[-1].strip()
     pages = []
     for page in text.split("\f"):
         lines = [line for line in page.splitlines() if line.strip()]
@@ -185,7 +178,7 @@ def test_pdf_has_the_measured_number_of_pages():
 def test_pdf_has_every_chapter(pdf_text):
     words = _words(pdf_text)
     for page in PAGES:
-        title = _soup(page).find("h1").get_text(strip=True).rstrip("#¶")
+        title = page_soup(page).find("h1").get_text(strip=True).rstrip("#¶")
         assert _words(title) in words, f"the PDF lacks the chapter {title!r}"
 
 
@@ -196,7 +189,7 @@ def test_pdf_has_the_glued_numbers_of_the_html(pdf_text):
     words = _words(pdf_text)
     missing = []
     for page in PAGES:
-        for span in _soup(page).select("span.pasted-text"):
+        for span in page_soup(page).select("span.pasted-text"):
             value = span.get_text(strip=True)
             if re.search(r"\d", value) and _words(value) not in words:
                 missing.append(f"{page}: {value}")
@@ -208,6 +201,6 @@ def test_pdf_references_resolve(pdf_text):
 
 
 def test_first_page_links_the_pdf(html_dir):
-    link = _soup("intro").select_one("p.pdf-edition a[href='book.pdf']")
+    link = page_soup("intro").select_one("p.pdf-edition a[href='book.pdf']")
     assert link is not None, "the first page does not link book.pdf"
     assert (html_dir / "book.pdf").read_bytes() == PDF.read_bytes()

@@ -76,11 +76,15 @@ def chapters():
     return [ROOT / "book" / f"{name}.md" for name in names]
 
 
+def recorded():
+    """The fingerprint the cache was made with, or None."""
+    return STAMP.read_text().strip() if STAMP.is_file() else None
+
+
 def uncached():
     """The chapters that a build would execute: those whose code cells match no
     executed notebook in the cache (all of them if the inputs changed)."""
-    stamp = STAMP.read_text().strip() if STAMP.is_file() else None
-    if not CACHE.is_dir() or stamp != fingerprint():
+    if not CACHE.is_dir() or recorded() != fingerprint():
         return chapters()
     # the book's dependencies (the book extra), needed only to look inside the cache
     from jupyter_cache import get_cache
@@ -128,8 +132,7 @@ def main():
     if parser.parse_args().check:
         return check()
     new = fingerprint()
-    old = STAMP.read_text().strip() if STAMP.is_file() else None
-    if CACHE.exists() and old != new:
+    if CACHE.exists() and recorded() != new:
         shutil.rmtree(CACHE)
         print("book cache: the package, data, configuration or libraries changed;")
         print("            every chapter will execute again")

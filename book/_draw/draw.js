@@ -28,10 +28,11 @@
   function toGrey(rgba, H, W) {
     const g = image(H, W);
     const [r, gr, b] = LUMA;
+    const onWhite = (value, a) => a * (value / 255) + (1.0 - a);
     for (let p = 0; p < H * W; p++) {
       const a = rgba[4 * p + 3] / 255;
-      const c = [0, 1, 2].map((k) => a * (rgba[4 * p + k] / 255) + (1.0 - a));
-      g.data[p] = r * c[0] + gr * c[1] + b * c[2];
+      g.data[p] =
+        r * onWhite(rgba[4 * p], a) + gr * onWhite(rgba[4 * p + 1], a) + b * onWhite(rgba[4 * p + 2], a);
     }
     return g;
   }

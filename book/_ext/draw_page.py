@@ -31,10 +31,11 @@ def _choose(app, config):
 def _scripts(app, pagename, templatename, context, doctree):
     if pagename != PAGE:
         return
+    local = _local(app)
     # Where ort.wasm.min.js finds its WebAssembly: an address relative to the page.
-    base = "_static/ort/" if _local(app) else CDN
+    base = "_static/ort/" if local else CDN
     app.add_js_file(None, body=f"window.CNN_ORT_BASE = {json.dumps(base)};")
-    app.add_js_file("ort/ort.wasm.min.js" if _local(app) else CDN + "ort.wasm.min.js")
+    app.add_js_file("ort/ort.wasm.min.js" if local else CDN + "ort.wasm.min.js")
     app.add_js_file("draw.js")
 
 

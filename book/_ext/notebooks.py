@@ -17,7 +17,10 @@ package (`cnn`), never files of the book's folder, so a notebook runs anywhere t
 package is installed.
 """
 
+import functools
 import json
+import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -42,34 +45,28 @@ EXTRAS = {
 }
 
 
-def _executed(app):
-    """``{docname: path of the executed notebook}`` for the chapters myst-nb ran."""
-    folder = Path(app.env.mystnb_config.output_folder)
-    return {
-        doc: folder / f"{doc}.ipynb"
-        for doc in sorted(app.env.found_docs)
-        if app.env.metadata.get(doc, {}).get("kernelspec")
-        and (folder / f"{doc}.ipynb").is_file()
-    }
+def _executed_notebook(app, doc):
+    """The notebook myst-nb wrote for chapter ``doc``, or None for a page that is not
+    one."""
+    path = Path(app.env.mystnb_config.output_folder) / f"{doc}.ipynb"
+    is_notebook = app.env.metadata.get(doc, {}).get("kernelspec")
+    return path if is_notebook and path.is_file() else None
 
 
-_GLUE = {}  # each chapter's glued values, read once per build
+def _other_doc(doc, target):
+    """The name of the page ``target`` ("training", "../x/y.md") refers to from page
+    ``doc``."""
+    name = posixpath.normpath(posixpath.join(posixpath.dirname(doc), target))
+    return posixpath.splitext(name)[0]
 
 
-def _glue_data(folder, doc):
-    path = folder / f"{doc}.glue.json"
-    if path not in _GLUE:
-        _GLUE[path] = json.loads(path.read_text()) if path.is_file() else {}
-    return _GLUE[path]
-
-
-def _glued(app, folder, doc, reference, kind):
+def _glued(glue_data, doc, reference, kind):
     """The text a ``{glue:text}`` or ``{glue:md}`` reference shows on the page."""
     if "::" in reference:  # another chapter's result: "training.md::key"
         other, reference = reference.split("::", 1)
-        doc = str(Path(doc).parent / Path(other).with_suffix("")).lstrip("./")
+        doc = _other_doc(doc, other)
     key, _, spec = reference.partition(":") if kind == "text" else (reference, "", "")
-    data = _glue_data(folder, doc).get(key, {}).get("data", {})
+    data = glue_data(doc).get(key, {}).get("data", {})
     if kind == "md" and "text/markdown" in data:
         return data["text/markdown"]
     if "text/plain" not in data:
@@ -85,20 +82,19 @@ def _include(app, doc, match):
         options[name.strip()] = value.strip()
     source = (Path(app.srcdir) / doc).parent / match.group(1)
     code, _ = LiteralIncludeReader(str(source), options, app.config).read()
-    where = Path(match.group(1)).as_posix().lstrip("./")
+    where = Path(os.path.relpath(source, Path(app.srcdir).parent)).as_posix()
     label = options.get("pyobject") or options.get("start-at") or ""
     return f"```python\n# {where}: {label}\n{code.rstrip()}\n```"
 
 
-def _readable(app, folder, doc, text):
+def _readable(app, glue_data, doc, text):
     text = INCLUDE.sub(lambda m: _include(app, doc, m), text)
-    text = GLUE.sub(lambda m: _glued(app, folder, doc, m.group(2), m.group(1)), text)
+    text = GLUE.sub(lambda m: _glued(glue_data, doc, m.group(2), m.group(1)), text)
     return DOC.sub(lambda m: f"*{_title(app, doc, m.group(1))}*", text)
 
 
 def _title(app, doc, target):
-    name = str(Path(doc).parent / target).lstrip("./")
-    title = app.env.titles.get(name)
+    title = app.env.titles.get(_other_doc(doc, target))
     return title.astext() if title is not None else target
 
 
@@ -137,24 +133,34 @@ def _write_notebooks(app, exception):
     if exception is not None or app.builder.format != "html":
         return
     folder = Path(app.env.mystnb_config.output_folder)
+
+    @functools.cache
+    def glue_data(doc):  # each chapter's glued values, read once
+        path = folder / f"{doc}.glue.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     target = Path(app.outdir) / "_sources"
-    _GLUE.clear()
-    for doc, path in _executed(app).items():
+    executed = [
+        (doc, path)
+        for doc in sorted(app.env.found_docs)
+        if (path := _executed_notebook(app, doc))
+    ]
+    for doc, path in executed:
         notebook = _with_outputs(app, nbformat.read(path, as_version=4))
         for cell in notebook.cells:
             if cell.cell_type == "markdown":
-                cell.source = _readable(app, folder, doc, cell.source)
+                cell.source = _readable(app, glue_data, doc, cell.source)
         notebook.cells.insert(0, _first_cell(app, doc, notebook))
         nbformat.validate(notebook)
         out = target / f"{doc}.ipynb"
         out.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, out)
-    logger.info(f"notebooks: {len(_executed(app))} chapters written to {target}")
+    logger.info(f"notebooks: {len(executed)} chapters written to {target}")
 
 
 def _offer_notebook(app, pagename, templatename, context, doctree):
     # Before sphinx-book-theme builds its download menu (priority 501).
-    if pagename in _executed(app):
+    if _executed_notebook(app, pagename):
         context["ipynb_source"] = f"{pagename}.ipynb"
 
 
