@@ -295,7 +295,7 @@ def worker_scaling(kind):
     )
     from cnn.train import train_step
 
-    # as during training (see Sequential's blas_threads)
+    # as during training (see Sequential's threads)
     threadpool_limits(limits=1, user_api="blas")
     rng = np.random.default_rng(0)
     rows = []

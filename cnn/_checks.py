@@ -5,9 +5,32 @@ The checks run before any state changes, so a layer that refuses an input is lef
 exactly as it was.
 """
 
+import contextlib
 import numbers
+import threading
 
 import numpy as np
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def inside_model():
+    """A context in which :func:`check_array` skips its scan for NaN and infinite
+    values.
+
+    ``Sequential`` enters it after checking its input images, so the layers of a
+    network do not scan every intermediate array again: finite images and finite
+    parameters give finite activations unless something overflows, and training checks
+    the loss and every parameter after each step. A layer called directly, outside a
+    model, still scans its input. Shapes and dtypes are checked everywhere.
+    """
+    previous = getattr(_state, "inside", False)
+    _state.inside = True
+    try:
+        yield
+    finally:
+        _state.inside = previous
 
 
 def check_int(name, value, minimum):
@@ -58,7 +81,8 @@ def check_array(
         Require a floating-point dtype (layers compute gradients, so integers would
         truncate).
     finite : bool
-        Refuse NaN and infinite values.
+        Refuse NaN and infinite values (not scanned inside a model, see
+        :func:`inside_model`).
     allow_empty : bool
         Accept arrays with a zero-length axis.
     """
@@ -83,7 +107,12 @@ def check_array(
         )
     if not allow_empty and x.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {x.shape}")
-    if finite and kind in "fc" and not np.isfinite(x).all():
+    if (
+        finite
+        and kind in "fc"
+        and not getattr(_state, "inside", False)
+        and not np.isfinite(x).all()
+    ):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise ValueError(
             f"{name} contains {bad} NaN or infinite value(s); expected only finite "

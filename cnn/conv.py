@@ -15,8 +15,9 @@ describes.
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
+from . import threads
 from ._checks import (
     check_array,
     check_dout,
@@ -223,16 +224,27 @@ def im2col(X, K, stride=1, padding=0, out=None, padded=None):
         # the border stays zero
         padded[:, :, padding : padding + H, padding : padding + W] = X
         X = padded
-    # A read-only strided view of shape (N, C, OH, OW, K, K): no pixel is copied yet.
-    windows = sliding_window_view(X, (K, K), axis=(2, 3))[:, :, ::stride, ::stride]
-    OH, OW = windows.shape[2:4]
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    # A read-only strided view of shape (C, K, K, N, OH, OW): element
+    # (c, ki, kj, n, i, j) is pixel (i*stride + ki, j*stride + kj) of channel c of
+    # image n. No pixel is copied yet. (NumPy's sliding_window_view gives the same
+    # windows; building the view directly costs less Python, which counts for small
+    # slices.)
+    sN, sC, sH, sW = X.strides
+    taps = as_strided(
+        X,
+        (C, K, K, N, OH, OW),
+        (sC, sH, sW, sN, sH * stride, sW * stride),
+        writeable=False,
+    )
     # The one copy. Putting (C, K, K) first keeps each image row (OW pixels) contiguous
     # in the copy, which is several times faster than the (N*OH*OW, C*K*K) layout with
     # its 3-pixel inner rows.
-    taps = windows.transpose(1, 4, 5, 0, 2, 3)
     if out is None:
         return taps.reshape(C * K * K, N * OH * OW)
-    np.copyto(out.reshape(C, K, K, N, OH, OW), taps)
+    target = out.view()
+    target.shape = (C, K, K, N, OH, OW)  # raises rather than copy if `out` is a view
+    np.copyto(target, taps)
     return out
 
 
@@ -251,6 +263,13 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
         Pixels that belong to several patches (overlapping windows) receive the sum of
         their gradients.
     """
+    return np.ascontiguousarray(
+        _col2im_channels_first(dcols, X_shape, K, stride, padding).transpose(1, 0, 2, 3)
+    )
+
+
+def _col2im_channels_first(dcols, X_shape, K, stride, padding):
+    """:func:`col2im`, laid out (C, N, H, W) as the product left it (a view)."""
     N, C, H, W = X_shape
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
     d = dcols.reshape(C, K * K, N, OH, OW)
@@ -258,9 +277,7 @@ def col2im(dcols, X_shape, K, stride=1, padding=0):
     # K*K strided additions, each covering every channel and image at once.
     for k, view in enumerate(shifted_views(dXp, K, stride, OH, OW)):
         view += d[:, k]
-    return np.ascontiguousarray(
-        dXp[:, :, padding : padding + H, padding : padding + W].transpose(1, 0, 2, 3)
-    )
+    return dXp[:, :, padding : padding + H, padding : padding + W]
 
 
 def flipped_filters(weights):
@@ -271,7 +288,9 @@ def flipped_filters(weights):
     return weights[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, F * K * K)
 
 
-def conv_input_gradient(dout, weights, X_shape, stride=1, padding=0, workspace=None):
+def conv_input_gradient(
+    dout, weights, X_shape, stride=1, padding=0, workspace=None, out=None
+):
     """The gradient of a convolution's input: ``dX`` (N, C, H, W) from ``dout``
     (N, F, OH, OW).
 
@@ -287,39 +306,41 @@ def conv_input_gradient(dout, weights, X_shape, stride=1, padding=0, workspace=N
 
     ``workspace``, a dict, keeps the padded ``dout`` and its columns from batch to batch
     (None allocates). The result is an (N, C, H, W) view of a (C, N, H, W) array, laid
-    out like the layer's output.
+    out like the layer's output; ``out``, a (C, N*H*W) array, receives it instead.
     """
     N, C, H, W = X_shape
     F, _, K, _ = weights.shape
     full = K - 1 - padding
+    if out is None:
+        out = np.empty((C, N * H * W), dtype=np.result_type(dout, weights))
     if stride != 1 or full < 0 or F > C:
         # (F, N*OH*OW), free for our layout
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)
-        return col2im(
-            matmul_in_blocks(weights.reshape(F, -1).T, dout_F),
-            X_shape,
-            K,
-            stride,
-            padding,
-        )
-    OH, OW = dout.shape[2:]
-    if workspace is None:
-        padded, dcols = None, np.empty((F * K * K, N * H * W), dtype=dout.dtype)
+        dcols = matmul_in_blocks(weights.reshape(F, -1).T, dout_F)
+        target = out.view()
+        target.shape = (C, N, H, W)
+        target[...] = _col2im_channels_first(dcols, X_shape, K, stride, padding)
     else:
+        OH, OW = dout.shape[2:]
+        if workspace is None:
+            workspace = {}
         padded = (
             _buffer(
                 workspace,
                 "dout_padded",
                 (N, F, OH + 2 * full, OW + 2 * full),
                 dout.dtype,
+                grow_axis=0,
             )
             if full
             else None
         )
-        dcols = _buffer(workspace, "dout_cols", (F * K * K, N * H * W), dout.dtype)
-    im2col(dout, K, 1, full, out=dcols, padded=padded)  # (F*K*K, N*H*W)
-    dX = matmul_in_blocks(flipped_filters(weights), dcols)  # (C, N*H*W)
-    return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
+        dcols = _buffer(
+            workspace, "dout_cols", (F * K * K, N * H * W), dout.dtype, grow_axis=1
+        )
+        im2col(dout, K, 1, full, out=dcols, padded=padded)  # (F*K*K, N*H*W)
+        matmul_in_blocks(flipped_filters(weights), dcols, out=out)  # (C, N*H*W)
+    return out.reshape(C, N, H, W).transpose(1, 0, 2, 3)
 
 
 #: :func:`matmul_in_blocks` cuts a product into blocks of ``MATMUL_BLOCK_OUTPUT // M``
@@ -330,7 +351,7 @@ MATMUL_BLOCK_OUTPUT = 32768
 MATMUL_BLOCK_MAX_SMALL = 1024
 
 
-def matmul_in_blocks(A, B, transpose_b=False):
+def matmul_in_blocks(A, B, transpose_b=False, out=None):
     """``A @ B`` (or ``A @ B.T``), computed over blocks of columns of B when it pays.
 
     The products of a convolution layer are long and thin:
@@ -349,24 +370,30 @@ def matmul_in_blocks(A, B, transpose_b=False):
     A : ndarray of shape (M, P) if ``transpose_b`` else (M, K)
     B : ndarray of shape (K, P)
 
+    out : ndarray of shape (M, P), optional
+        Where to write ``A @ B`` (not with ``transpose_b``).
+
     Returns
     -------
     ndarray of shape (M, K) if ``transpose_b`` (``A @ B.T``, summed over the blocks)
         else (M, P)
     """
+    if out is not None and transpose_b:
+        raise ValueError("matmul_in_blocks: out is only for A @ B, not A @ B.T")
     P = B.shape[1]
     block = max(1, MATMUL_BLOCK_OUTPUT // A.shape[0])
     if A.shape[0] * B.shape[0] > MATMUL_BLOCK_MAX_SMALL or P <= block:
         # For A @ B.T with a long shared axis, (B @ A.T).T ran 1.3 to 1.6 times faster
         # with the BLAS we measured (the same numbers; the result is a transposed view).
-        return (B @ A.T).T if transpose_b else A @ B
+        return (B @ A.T).T if transpose_b else np.matmul(A, B, out=out)
     if transpose_b:
         out = np.zeros((A.shape[0], B.shape[0]), dtype=np.result_type(A, B))
         for start in range(0, P, block):
             columns = slice(start, start + block)
             out += A[:, columns] @ B[:, columns].T
         return out
-    out = np.empty((A.shape[0], P), dtype=np.result_type(A, B))
+    if out is None:
+        out = np.empty((A.shape[0], P), dtype=np.result_type(A, B))
     for start in range(0, P, block):
         columns = slice(start, start + block)
         np.matmul(A, B[:, columns], out=out[:, columns])
@@ -394,25 +421,61 @@ def columns_with_ones(X, K, stride, padding, workspace=None):
     else:
         padded = (
             _buffer(
-                workspace, "padded", (N, C, H + 2 * padding, W + 2 * padding), X.dtype
+                workspace,
+                "padded",
+                (N, C, H + 2 * padding, W + 2 * padding),
+                X.dtype,
+                grow_axis=0,
             )
             if padding
             else None
         )
-        cols = _buffer(workspace, "cols", shape, X.dtype, last_row=1)
+        cols = _buffer(workspace, "cols", shape, X.dtype, last_row=1, grow_axis=1)
     im2col(X, K, stride, padding, out=cols[:-1], padded=padded)
     return cols
 
 
-def _buffer(workspace, name, shape, dtype, last_row=None):
+def _buffer(workspace, name, shape, dtype, last_row=None, grow_axis=None):
     """``workspace[name]`` if it has this shape and dtype, else a new zero-filled one
-    (its last row set to ``last_row`` if given), kept there."""
+    (its last row set to ``last_row`` if given), kept there.
+
+    With ``grow_axis``, a kept buffer that is longer along that axis also serves: its
+    leading part is returned (a view), so that a batch's last, smaller slice does not
+    replace the buffer of the full slices.
+    """
     buffer = workspace.get(name)
-    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+    fits = (
+        buffer is not None
+        and buffer.dtype == dtype
+        and buffer.ndim == len(shape)
+        and all(
+            have == want or (axis == grow_axis and have > want)
+            for axis, (have, want) in enumerate(zip(buffer.shape, shape, strict=True))
+        )
+    )
+    if not fits:
         buffer = workspace[name] = np.zeros(shape, dtype=dtype)
         if last_row is not None:
             buffer[-1] = last_row
-    return buffer
+    if grow_axis is None:
+        return buffer
+    return buffer[(slice(None),) * grow_axis + (slice(0, shape[grow_axis]),)]
+
+
+#: A convolution layer works through its batch in slices of images whose im2col matrix
+#: holds about this many bytes, so that each slice's columns are built and multiplied
+#: while they are still in the processor's cache (2 MB per core on the machine the book
+#: was written on), rather than written out to memory and read back: deep_cnn's second
+#: layer has a 29 MB matrix at batch 64. The chapter *Performance* measures the choice.
+SLICE_BYTES = 1 << 21
+
+
+def batch_slices(N, bytes_per_image, budget=None):
+    """``slice`` objects that cut a batch of ``N`` images into runs whose im2col
+    matrices hold at most ``budget`` (default :data:`SLICE_BYTES`) bytes, at least one
+    image each."""
+    per = max(1, (SLICE_BYTES if budget is None else budget) // bytes_per_image)
+    return [slice(start, min(start + per, N)) for start in range(0, N, per)]
 
 
 class ConvLayer(Layer):
@@ -486,7 +549,8 @@ class ConvLayer(Layer):
         self.biases = np.zeros(F, dtype=dtype)
         self.params = {"weights": self.weights, "biases": self.biases}
         self._cache = None
-        self._workspace = {}  # buffers kept from batch to batch (see columns_with_ones)
+        # buffers kept from batch to batch (see columns_with_ones), one set per thread
+        self._workspace = {}
 
     def __repr__(self):
         return (
@@ -521,21 +585,42 @@ class ConvLayer(Layer):
 
         if self.impl == "loops":
             out = conv_forward_loops(X, self.weights, self.biases, s, p)
-            self._cache = (X, None) if training else None
+            self._cache = X if training else None
             return out
         # The bias trick: one extra row of ones at the bottom of `cols` and the biases
         # as one extra column of the weights, so that the matrix product adds the biases
         # (and, in the backward pass, the same product also sums the gradient of the
         # biases).
-        # (C*K*K + 1, N*OH*OW)
-        cols = columns_with_ones(X, K, s, p, self._workspace if training else None)
-        out = matmul_in_blocks(self._weights_and_biases(), cols)  # (F, N*OH*OW)
-        self._cache = (X, cols) if training else None
+        weights = self._weights_and_biases()  # (F, C*K*K + 1)
+        out = np.empty((F, N * OH * OW), dtype=np.result_type(X, weights))
+
+        def one_slice(item):
+            part, columns = item
+            # (C*K*K + 1, n*OH*OW) for the n images of this slice, still in the cache
+            cols = columns_with_ones(X[part], K, s, p, threads.local(self._workspace))
+            matmul_in_blocks(weights, cols, out=out[:, columns])
+
+        threads.map_slices(one_slice, self._slices(X.shape, OH * OW))
+        # Only the input is kept: the backward pass builds each slice's columns again,
+        # which costs less than writing them all out to memory and reading them back.
+        self._cache = X if training else None
         # The product is laid out (F, N, OH, OW); return it as an (N, F, OH, OW) view
         # without copying. NumPy's element-wise operations follow the memory order, so
         # the layers after this one (and the gradients they send back) keep this layout,
         # and `dout_F` below is then a free reshape.
         return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
+
+    def _slices(self, X_shape, pixels):
+        """Pairs (images, columns): a :func:`batch_slices` slice of the batch and the
+        slice of the product's columns (``pixels`` per image) that it fills."""
+        N, C = X_shape[:2]
+        K = self.filter_size
+        return [
+            (part, slice(part.start * pixels, part.stop * pixels))
+            for part in batch_slices(
+                N, (C * K * K + 1) * pixels * self.weights.itemsize
+            )
+        ]
 
     def check_input(self, X, where="ConvLayer.forward"):
         """Check X (N, C, H, W) against the layer; return X and the output's
@@ -569,9 +654,9 @@ class ConvLayer(Layer):
         layer's backward time).
         """
         require_forward("ConvLayer", self._cache)
-        X, cols = self._cache
+        X = self._cache
         N, C, H, W = X.shape
-        F = self.num_filters
+        F, K = self.num_filters, self.filter_size
         dout = check_dout("ConvLayer", dout, (N,) + self.output_shape((C, H, W)))
         s, p = self.stride, self.padding
 
@@ -580,15 +665,38 @@ class ConvLayer(Layer):
             self.set_grads(weights=dW, biases=db)
             return dX if input_grad else None
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
-        # Each filter's gradient is the sum over pixels of patch * dout; the row of ones
-        # in `cols` makes the last column the sum of dout itself, the gradient of the
-        # bias.
-        # (F, C*K*K + 1)
-        d_weights_and_biases = matmul_in_blocks(dout_F, cols, transpose_b=True)
+        dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
+
+        def one_slice(item):
+            part, columns = item
+            workspace = threads.local(self._workspace)
+            # The slice's columns again, as the forward pass built them.
+            cols = columns_with_ones(X[part], K, s, p, workspace)
+            if input_grad:
+                conv_input_gradient(
+                    dout[part],
+                    self.weights,
+                    (part.stop - part.start, C, H, W),
+                    s,
+                    p,
+                    workspace,
+                    out=dX[:, part.start * H * W : part.stop * H * W],
+                )
+            # Each filter's gradient is the sum over pixels of patch * dout; the row of
+            # ones in `cols` makes the last column the sum of dout itself, the gradient
+            # of the bias: (F, C*K*K + 1) for this slice.
+            return matmul_in_blocks(dout_F[:, columns], cols, transpose_b=True)
+
+        parts = threads.map_slices(
+            one_slice, self._slices(X.shape, dout.shape[2] * dout.shape[3])
+        )
+        d_weights_and_biases = parts[0].copy()
+        for part in parts[1:]:
+            d_weights_and_biases += part
         self.set_grads(
             weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
             biases=d_weights_and_biases[:, -1],
         )
         if not input_grad:
             return None
-        return conv_input_gradient(dout, self.weights, X.shape, s, p, self._workspace)
+        return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)

@@ -7,7 +7,13 @@ Explained in the chapter *Assembling SimpleCNN*; SimpleCNN and the other network
 
 import numpy as np
 
-from ._checks import check_array, check_int, check_labels, check_positive_float
+from ._checks import (
+    check_array,
+    check_int,
+    check_labels,
+    check_positive_float,
+    inside_model,
+)
 from .layer import Layer
 from .losses import softmax
 from .steps import training_steps
@@ -38,11 +44,14 @@ class Sequential:
         weights).
     input_shape : tuple (C, H, W)
         Shape of one input, used by :meth:`summary`.
-    blas_threads : int or None, default 1
-        Threads that the BLAS library may use while this model trains or predicts. The
-        matrix products of a small network are too small to gain from a second thread,
-        and when other programs keep the cores busy, BLAS threads waiting for each other
-        slow a training step several-fold; None leaves BLAS as it is configured.
+    threads : int or None, default 1
+        Threads that may compute while this model trains or predicts
+        (:func:`cnn.train.blas_limits`): with one, BLAS runs on one thread; with more,
+        the convolutions compute slices of the batch side by side (:mod:`cnn.threads`),
+        each on one BLAS thread. A small network's products are too small to gain from
+        a second thread, and when other programs keep the cores busy, threads waiting
+        for each other slow a training step several-fold; None leaves BLAS as it is
+        configured.
     """
 
     def __init__(
@@ -54,7 +63,7 @@ class Sequential:
         seed=0,
         input_shape=(1, 28, 28),
         num_classes=10,
-        blas_threads=1,
+        threads=1,
     ):
         if not layers:
             raise ValueError("Sequential: layers must be a non-empty list of layers")
@@ -75,9 +84,7 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         self.input_shape = tuple(input_shape)
         self.num_classes = check_int("num_classes", num_classes, 2)
-        self.blas_threads = (
-            None if blas_threads is None else check_int("blas_threads", blas_threads, 1)
-        )
+        self.threads = None if threads is None else check_int("threads", threads, 1)
         self.current_learning_rate = self.learning_rate
 
     # ---------------------------------------------------------- forward and backward
@@ -102,8 +109,10 @@ class Sequential:
         """
         X = check_array("forward: X", X, ndim=4, shape_doc="(N, C, H, W)")
         out = X
-        for layer in self.layers if steps is None else steps:
-            out = layer.forward(out, training=training)
+        # The images are checked; the layers need not scan every activation again.
+        with inside_model():
+            for layer in self.layers if steps is None else steps:
+                out = layer.forward(out, training=training)
         if out.ndim != 2 or out.shape[1] != self.num_classes:
             raise ValueError(
                 f"the last layer must output logits of shape (N, {self.num_classes}); "
@@ -122,8 +131,9 @@ class Sequential:
         """
         order = self.layers if steps is None else steps
         dout = dlogits
-        for i in range(len(order) - 1, -1, -1):
-            dout = order[i].gradient(dout, input_grad=input_grad or i > 0)
+        with inside_model():
+            for i in range(len(order) - 1, -1, -1):
+                dout = order[i].gradient(dout, input_grad=input_grad or i > 0)
         return dout
 
     def backward(self, X, y):

@@ -201,7 +201,7 @@ def deep_cnn(
     input_shape=(1, 28, 28),
     num_classes=10,
     dtype=np.float32,
-    blas_threads=2,
+    threads=2,
 ):
     """A two-stage convolutional network with batch normalisation and dropout,
     for >= 99.3% on MNIST.
@@ -228,12 +228,11 @@ def deep_cnn(
         H and W must be at least 4 (two 2x2 poolings); 28x28 for MNIST.
     num_classes : int
     dtype : numpy dtype
-    blas_threads : int or None
-        BLAS threads while it trains and predicts (see :class:`Sequential`). Two: unlike
-        SimpleCNN's, its matrix products (16 and 32 channels of 28x28 and 14x14 maps)
-        are large enough to gain from a second thread, about a fifth of a training
-        step on two cores. A limit set around the training still holds
-        (:func:`cnn.train.blas_limits`).
+    threads : int or None
+        Threads while it trains and predicts (see :class:`Sequential`). Two: unlike
+        SimpleCNN's, its convolutions (16 and 32 channels of 28x28 and 14x14 maps) have
+        enough work to share between two cores. A limit set around the training still
+        holds (:func:`cnn.train.blas_limits`).
 
     Returns
     -------
@@ -264,5 +263,5 @@ def deep_cnn(
         seed=seed,
         input_shape=(C, H, W),
         num_classes=num_classes,
-        blas_threads=blas_threads,
+        threads=threads,
     )

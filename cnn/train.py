@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from ._checks import check_array, check_int, check_labels
 from .losses import cross_entropy_from_logits, softmax_cross_entropy
+from .threads import slice_threads, workers
 
 #: A mean cross-entropy this large means the true class's logit sits about 1000 below
 #: another one: no sensible training run gets there (a uniform guess over 10 classes
@@ -171,22 +172,32 @@ def evaluate(model, X, y):
 
 
 def blas_limits(model):
-    """A context in which BLAS uses at most ``model.blas_threads`` threads (None leaves
-    BLAS alone), and never more than it has already: a limit set around the training
-    (one thread in each of :func:`cnn.book.over_seeds`'s worker processes, which share
-    the cores) holds.
+    """A context in which at most ``model.threads`` threads compute (None leaves BLAS
+    alone), and never more than are allowed already: a limit set around the training
+    (one BLAS thread in each of :func:`cnn.book.over_seeds`'s worker processes, which
+    share the cores) holds.
 
-    The matrix products of a small network are too small to gain from a second thread,
-    and when other programs keep the cores busy, BLAS threads waiting for each other
-    slow a step several-fold.
+    One thread: BLAS on one thread. More: BLAS on one thread and the convolutions'
+    batch slices side by side in that many threads (:mod:`cnn.threads`). The matrix
+    products of a small network are too small to gain from a second thread, and when
+    other programs keep the cores busy, threads waiting for each other slow a step
+    several-fold.
     """
-    if model.blas_threads is None:
+    if model.threads is None:
         return contextlib.nullcontext()
     current = [
         pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"
     ]
-    limit = min([model.blas_threads, *current])
-    return threadpool_limits(limits=limit, user_api="blas")
+    # inside another model's training BLAS has one thread and the slices the rest
+    limit = min(model.threads, max([workers(), *current]))
+    if limit == 1:
+        return threadpool_limits(limits=1, user_api="blas")
+    # Several threads: the convolutions run their batch slices side by side
+    # (cnn.threads), each slice's products on one BLAS thread.
+    stack = contextlib.ExitStack()
+    stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+    stack.enter_context(slice_threads(limit))
+    return stack
 
 
 class Progress:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_unchanged, images, snapshot
 
+import cnn
 from cnn import (
     ConvLayer,
     Dropout,
@@ -222,6 +223,31 @@ def test_nan_or_inf_input_is_refused(name, bad):
         r"expected only finite numbers",
     ):
         make().forward(X)
+
+
+def test_inside_a_model_layers_do_not_scan_again_but_the_model_does(rng):
+    """A model checks its images for NaN once, at its edge; inside it (inside_model)
+    the layers skip that scan, and the context is left as it was, so a layer called
+    directly afterwards refuses NaN again."""
+    from cnn._checks import inside_model
+
+    X = np.ones((2, 3), dtype=np.float32)
+    X[0, 1] = np.nan
+    with inside_model():
+        with inside_model():
+            pass
+        assert np.isnan(ReLU().forward(X)).any()  # not scanned here
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        ReLU().forward(X)
+    model = cnn.SimpleCNN()
+    images = rng.random((2, 1, 28, 28)).astype(np.float32)
+    images[1, 0, 3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"predict: X contains 1 NaN or infinite"):
+        model.predict(images)
+    with pytest.raises(ValueError, match=r"forward: X contains 1 NaN or infinite"):
+        model.forward(images)
+    with pytest.raises(ValueError, match=r"train: X_train contains 1 NaN or infinite"):
+        model.train(images, np.array([1, 2]), epochs=1, verbose=0)
 
 
 @pytest.mark.parametrize("name", sorted(LAYER_FORWARDS))

@@ -400,8 +400,11 @@ def test_matmul_in_blocks_equals_one_matrix_product(rng, M, K, P, blocks, monkey
         lambda *args, **kw: calls.append(1) or matmul(*args, **kw),
     )
     assert_allclose(cnn.conv.matmul_in_blocks(A, B), A @ B, rtol=1e-12, atol=1e-12)
-    # one call per block; `A @ B` itself when one
-    assert len(calls) == (blocks if blocks > 1 else 0)
+    # one call per block
+    assert len(calls) == blocks
+    out = np.full((M, P), np.nan)
+    assert cnn.conv.matmul_in_blocks(A, B, out=out) is out
+    assert_allclose(out, A @ B, rtol=1e-12, atol=1e-12)
     assert_allclose(
         cnn.conv.matmul_in_blocks(D, B, transpose_b=True),
         D @ B.T,
@@ -429,6 +432,59 @@ def test_reused_buffers_follow_the_batch_size(rng):
     _, dW, db = conv_backward_loops(X, layer.weights, dout, 1, 1)
     assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
     assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    "F, C, K, stride, padding",
+    [
+        (4, 3, 3, 1, 1),
+        (2, 3, 3, 1, 1),
+        (5, 2, 2, 2, 0),
+        (3, 3, 3, 1, 2),
+        (3, 2, 1, 1, 0),
+    ],
+)
+def test_layer_in_slices_of_the_batch_equals_the_loops(
+    rng, monkeypatch, workers, F, C, K, stride, padding
+):
+    """With a slice budget of a few images, so that a batch of 7 is cut into uneven
+    slices (the last one shorter), forward and every gradient equal the loop version,
+    one slice at a time and two side by side in threads (cnn.threads); and the
+    slices really are several."""
+    X = rng.standard_normal((7, C, 9, 8))
+    layer = ConvLayer(F, K, C, stride, padding, rng=0, dtype=np.float64)
+    OH, OW = layer.output_shape(X.shape[1:])[1:]
+    per_image = (C * K * K + 1) * OH * OW * 8
+    monkeypatch.setattr(cnn.conv, "SLICE_BYTES", 3 * per_image)
+    assert [p.stop - p.start for p in cnn.conv.batch_slices(7, per_image)] == [3, 3, 1]
+    with cnn.threads.slice_threads(workers):
+        out = layer.forward(X)
+        dout = rng.standard_normal(out.shape)
+        dX = layer.gradient(dout)
+    assert_allclose(
+        out,
+        conv_forward_loops(X, layer.weights, layer.biases, stride, padding),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    dX_loops, dW, db = conv_backward_loops(X, layer.weights, dout, stride, padding)
+    assert_allclose(dX, dX_loops, rtol=1e-11, atol=1e-12)
+    assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
+    assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
+
+
+def test_batch_slices_cover_the_batch_once():
+    """batch_slices cuts N images into consecutive runs that fit the budget (at least
+    one image each, even if one image is over it)."""
+    for N, per_image, budget in [(64, 455_000, 1 << 21), (5, 10, 1000), (3, 99, 10)]:
+        parts = cnn.conv.batch_slices(N, per_image, budget)
+        assert [i for p in parts for i in range(p.start, p.stop)] == list(range(N))
+        assert all(
+            (p.stop - p.start) * per_image <= budget or p.stop - p.start == 1
+            for p in parts
+        )
+    assert len(cnn.conv.batch_slices(64, 455_000, 1 << 21)) == 16
 
 
 # ------------------------------------------------------- random geometries (hypothesis)

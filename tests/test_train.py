@@ -216,28 +216,35 @@ def _blas_threads():
 
 
 class _Model:
-    def __init__(self, blas_threads):
-        self.blas_threads = blas_threads
+    def __init__(self, threads):
+        self.threads = threads
 
 
 def test_blas_limits_caps_the_threads_and_never_raises_an_outer_limit():
-    """blas_limits(model) gives BLAS at most the model's threads, and a limit set around
-    it (one thread per worker in cnn.book.over_seeds) holds: a model that asks for two
-    threads gets one there."""
+    """blas_limits(model) lets at most the model's threads compute (two: the
+    convolutions' batch slices in two threads, each on one BLAS thread), and a limit set
+    around it (one BLAS thread per worker in cnn.book.over_seeds) holds: a model that
+    asks for two threads gets one there."""
     available = max(_blas_threads())
     with blas_limits(_Model(1)):
         assert _blas_threads() and max(_blas_threads()) == 1
+        assert cnn.threads.workers() == 1
     with blas_limits(_Model(2)):
-        assert max(_blas_threads()) == min(2, available)
+        assert max(_blas_threads()) == 1
+        assert cnn.threads.workers() == min(2, available)
+        with blas_limits(_Model(2)):  # e.g. the validation inside a training
+            assert cnn.threads.workers() == min(2, available)
     with threadpool_limits(limits=1, user_api="blas"):
         with blas_limits(_Model(2)):
             assert max(_blas_threads()) == 1
+            assert cnn.threads.workers() == 1
     with blas_limits(_Model(None)):
         assert max(_blas_threads()) == available
     assert max(_blas_threads()) == available  # restored
+    assert cnn.threads.workers() == 1
 
 
-def test_deep_cnn_trains_on_two_blas_threads_and_simple_cnn_on_one():
-    assert deep_cnn().blas_threads == 2
-    assert deep_cnn(blas_threads=1).blas_threads == 1
-    assert SimpleCNN().blas_threads == 1
+def test_deep_cnn_trains_on_two_threads_and_simple_cnn_on_one():
+    assert deep_cnn().threads == 2
+    assert deep_cnn(threads=1).threads == 1
+    assert SimpleCNN().threads == 1
