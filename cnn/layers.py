@@ -89,17 +89,19 @@ def max_with_winner(views):
     winner : ndarray of small integers, the index ``k`` of the first view
         holding the maximum
 
-    A position takes over only when it is strictly greater than the maximum so far, so
-    the first maximum wins ties and each window passes its gradient on exactly once; and
-    because ``k`` grows, the last position that took over (the winner) is simply the
-    largest ``k * (view > running max)``.
+    The first maximum wins ties, so each window passes its gradient on exactly once.
+    The index of the first view equal to the maximum is the number of views before it
+    that are not: a running "no view so far was the maximum" mask, added up.
     """
     out = views[0].copy()
-    dtype = np.uint8 if len(views) <= 256 else np.int64
-    winner = np.zeros(out.shape, dtype=dtype)
-    for k, view in enumerate(views[1:], start=1):
-        np.maximum(winner, np.multiply(view > out, k, dtype=dtype), out=winner)
+    for view in views[1:]:
         np.maximum(out, view, out=out)
+    dtype = np.uint8 if len(views) <= 256 else np.int64
+    not_yet = views[0] != out
+    winner = not_yet.astype(dtype)
+    for view in views[1:-1]:
+        not_yet &= view != out
+        winner += not_yet
     return out, winner
 
 

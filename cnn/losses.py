@@ -158,8 +158,13 @@ def softmax_cross_entropy(logits, labels):
     N, num_classes = logits.shape
     labels = check_labels("softmax_cross_entropy: labels", labels, num_classes, n=N)
     rows = np.arange(N)
-    loss = float(-np.mean(log_softmax(logits)[rows, labels]))
-    dlogits = softmax(logits)
+    # log_softmax and softmax from one exponential: both start from the same shifted
+    # logits, and the probabilities are exp(shifted) / its row sums.
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    dlogits = np.exp(shifted)
+    sums = dlogits.sum(axis=1, keepdims=True)
+    loss = float(-np.mean(shifted[rows, labels] - np.log(sums[:, 0])))
+    dlogits /= sums
     dlogits[rows, labels] -= 1
     dlogits /= logits.dtype.type(N)
     return loss, dlogits
