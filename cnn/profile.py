@@ -163,9 +163,10 @@ def copy_bandwidth(megabytes=64, repeats=10):
 
 def conv_flops(layer, input_shape, N):
     """Floating-point operations of one product of a convolution layer on a batch of
-    ``N`` images of shape ``input_shape`` (C, H, W): ``2 * N * OH * OW * F * C * K * K``,
-    a multiply and an add per weight, per output pixel. The forward pass, the weight
-    gradient and the input gradient are one such product each."""
+    ``N`` images of shape ``input_shape`` (C, H, W):
+    ``2 * N * OH * OW * F * C * K * K``, a multiply and an add per weight, per output
+    pixel. The forward pass, the weight gradient and the input gradient are one such
+    product each."""
     C = input_shape[0]
     F, OH, OW = layer.output_shape(input_shape)
     K = layer.filter_size
