@@ -470,12 +470,19 @@ def _buffer(workspace, name, shape, dtype, last_row=None, grow_axis=None):
 SLICE_BYTES = 1 << 21
 
 
-def batch_slices(N, bytes_per_image, budget=None):
-    """``slice`` objects that cut a batch of ``N`` images into runs whose im2col
-    matrices hold at most ``budget`` (default :data:`SLICE_BYTES`) bytes, at least one
-    image each."""
+def batch_slices(N, bytes_per_image, budget=None, at_least=1):
+    """``slice`` objects that cut a batch of ``N`` images into consecutive runs whose
+    im2col matrices hold at most ``budget`` (default :data:`SLICE_BYTES`) bytes.
+
+    As few runs as the budget allows, but at least ``at_least`` (one per thread, so
+    that every thread has work) and at most ``N``; their sizes differ by at most one
+    image, so that threads get equal shares (64 images at 227 kB each make eight runs
+    of eight, not seven of nine and one of one).
+    """
     per = max(1, (SLICE_BYTES if budget is None else budget) // bytes_per_image)
-    return [slice(start, min(start + per, N)) for start in range(0, N, per)]
+    count = min(N, max(at_least, -(-N // per)))
+    bounds = [N * i // count for i in range(count + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(count)]
 
 
 class ConvLayer(Layer):
@@ -618,7 +625,9 @@ class ConvLayer(Layer):
         return [
             (part, slice(part.start * pixels, part.stop * pixels))
             for part in batch_slices(
-                N, (C * K * K + 1) * pixels * self.weights.itemsize
+                N,
+                (C * K * K + 1) * pixels * self.weights.itemsize,
+                at_least=threads.workers(),
             )
         ]
 

@@ -449,7 +449,7 @@ def test_layer_in_slices_of_the_batch_equals_the_loops(
     rng, monkeypatch, workers, F, C, K, stride, padding
 ):
     """With a slice budget of a few images, so that a batch of 7 is cut into uneven
-    slices (the last one shorter), forward and every gradient equal the loop version,
+    slices (2, 2 and 3 images), forward and every gradient equal the loop version,
     one slice at a time and two side by side in threads (cnn.threads); and the
     slices really are several."""
     X = rng.standard_normal((7, C, 9, 8))
@@ -457,7 +457,7 @@ def test_layer_in_slices_of_the_batch_equals_the_loops(
     OH, OW = layer.output_shape(X.shape[1:])[1:]
     per_image = (C * K * K + 1) * OH * OW * 8
     monkeypatch.setattr(cnn.conv, "SLICE_BYTES", 3 * per_image)
-    assert [p.stop - p.start for p in cnn.conv.batch_slices(7, per_image)] == [3, 3, 1]
+    assert [p.stop - p.start for p in cnn.conv.batch_slices(7, per_image)] == [2, 2, 3]
     with cnn.threads.slice_threads(workers):
         out = layer.forward(X)
         dout = rng.standard_normal(out.shape)
@@ -474,17 +474,33 @@ def test_layer_in_slices_of_the_batch_equals_the_loops(
     assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
 
 
-def test_batch_slices_cover_the_batch_once():
+def test_batch_slices_cover_the_batch_once_in_equal_runs():
     """batch_slices cuts N images into consecutive runs that fit the budget (at least
-    one image each, even if one image is over it)."""
-    for N, per_image, budget in [(64, 455_000, 1 << 21), (5, 10, 1000), (3, 99, 10)]:
-        parts = cnn.conv.batch_slices(N, per_image, budget)
+    one image each, even if one image is over it), as few as the budget allows but at
+    least `at_least`, their sizes at most one image apart."""
+    for N, per_image, budget, at_least in [
+        (64, 455_000, 1 << 21, 1),
+        (64, 227_000, 1 << 21, 2),
+        (64, 31_000, 1 << 21, 2),
+        (5, 10, 1000, 1),
+        (3, 99, 10, 1),
+        (2, 10, 1000, 4),
+    ]:
+        parts = cnn.conv.batch_slices(N, per_image, budget, at_least)
+        sizes = [p.stop - p.start for p in parts]
         assert [i for p in parts for i in range(p.start, p.stop)] == list(range(N))
-        assert all(
-            (p.stop - p.start) * per_image <= budget or p.stop - p.start == 1
-            for p in parts
-        )
-    assert len(cnn.conv.batch_slices(64, 455_000, 1 << 21)) == 16
+        assert all(n * per_image <= budget or n == 1 for n in sizes)
+        assert max(sizes) - min(sizes) <= 1
+        assert len(parts) == min(N, max(at_least, -(-N // max(1, budget // per_image))))
+    assert [p.stop - p.start for p in cnn.conv.batch_slices(64, 455_000, 1 << 21)] == (
+        [4] * 16
+    )
+    # deep_cnn's last convolution: eight runs of eight, not seven of nine and a one
+    assert [p.stop - p.start for p in cnn.conv.batch_slices(64, 227_000, 1 << 21)] == (
+        [8] * 8
+    )
+    # its first: two runs, one per thread, though one would fit the budget
+    assert len(cnn.conv.batch_slices(64, 31_000, 1 << 21, at_least=2)) == 2
 
 
 # ------------------------------------------------------- random geometries (hypothesis)
