@@ -17,7 +17,7 @@ describes.
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import threads
+from . import conv_shifts, threads
 from ._checks import (
     check_array,
     check_dout,
@@ -511,6 +511,13 @@ class ConvLayer(Layer):
     impl : {"vectorized", "loops"}
         ``"loops"`` runs :func:`conv_forward_loops` and :func:`conv_backward_loops`
         instead (slow, for teaching).
+    algorithm : {"auto", "im2col", "shifts"}
+        The vectorised implementation's algorithm: one product with the im2col
+        columns, or ``K*K`` products with shifted views of the padded batch and no copy
+        (:mod:`cnn.conv_shifts`, stride 1 only). ``"auto"`` picks the shifts where they
+        were measured faster: for a suitable geometry
+        (:func:`cnn.conv_shifts.use_shifts`) on one thread. The results agree to float
+        rounding.
 
     Attributes
     ----------
@@ -522,7 +529,7 @@ class ConvLayer(Layer):
 
     #: Not saved: the initial weights' scale (a loaded layer's weights come from the
     #: file) and the implementation (the loops and the vectorised code agree).
-    not_saved = (*Layer.not_saved, "weight_scale", "impl")
+    not_saved = (*Layer.not_saved, "weight_scale", "impl", "algorithm")
 
     def __init__(
         self,
@@ -535,6 +542,7 @@ class ConvLayer(Layer):
         rng=None,
         dtype=np.float32,
         impl="vectorized",
+        algorithm="auto",
     ):
         super().__init__()
         self.num_filters = check_int("ConvLayer: num_filters", num_filters, 1)
@@ -549,6 +557,23 @@ class ConvLayer(Layer):
                 f"ConvLayer: impl must be 'vectorized' or 'loops'; got {impl!r}"
             )
         self.impl = impl
+        if algorithm not in ("auto", "im2col", "shifts"):
+            raise ValueError(
+                "ConvLayer: algorithm must be 'auto', 'im2col' or 'shifts'; "
+                f"got {algorithm!r}"
+            )
+        if algorithm == "shifts" and self.stride != 1:
+            raise ValueError(
+                "ConvLayer: algorithm='shifts' needs stride 1 (the shifted views move "
+                f"by one pixel); got stride={self.stride}. Use 'auto' or 'im2col'"
+            )
+        if algorithm == "shifts" and self.padding > self.filter_size - 1:
+            raise ValueError(
+                "ConvLayer: algorithm='shifts' needs padding <= filter_size - 1; got "
+                f"padding={self.padding} with filter_size={self.filter_size}. Use "
+                "'auto' or 'im2col'"
+            )
+        self.algorithm = algorithm
         F, C, K = self.num_filters, self.num_channels, self.filter_size
         scale = np.sqrt(2.0 / (C * K * K)) if weight_scale is None else weight_scale
         rng = np.random.default_rng(rng)
@@ -594,6 +619,10 @@ class ConvLayer(Layer):
             out = conv_forward_loops(X, self.weights, self.biases, s, p)
             self._cache = X if training else None
             return out
+        if self._uses_shifts(X.shape):
+            out = self._forward_shifts(X, F, OH, OW)
+            self._cache = X if training else None
+            return out
         # The bias trick: one extra row of ones at the bottom of `cols` and the biases
         # as one extra column of the weights, so that the matrix product adds the biases
         # (and, in the backward pass, the same product also sums the gradient of the
@@ -616,6 +645,87 @@ class ConvLayer(Layer):
         # the layers after this one (and the gradients they send back) keep this layout,
         # and `dout_F` below is then a free reshape.
         return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
+
+    def _uses_shifts(self, X_shape):
+        """Whether this batch runs :mod:`cnn.conv_shifts`: if asked for, or with
+        ``"auto"``, for a geometry that suits them (:func:`conv_shifts.use_shifts`) when
+        one thread runs the slices. In two threads their many short products and
+        additions gained nothing over one thread (deep_cnn's second layer: 5.0 ms
+        forward either way), while im2col's long ones did (6.7 to 4.6 ms)."""
+        if self.algorithm != "auto":
+            return self.algorithm == "shifts"
+        C, H, W = X_shape[1:]
+        K, s, p = self.filter_size, self.stride, self.padding
+        return threads.workers() == 1 and conv_shifts.use_shifts(C, H, W, K, s, p)
+
+    def _shift_slices(self, X_shape):
+        """:func:`batch_slices` for the shifted products, whose buffers per image hold
+        the padded input, the output grid and one product."""
+        N, C, H, W = X_shape
+        F, p = self.num_filters, self.padding
+        grid_bytes = (H + 2 * p) * (W + 2 * p) * self.weights.itemsize
+        return batch_slices(
+            N,
+            (C + 2 * F) * grid_bytes,
+            budget=conv_shifts.SLICE_BYTES,
+            at_least=threads.workers(),
+        )
+
+    def _forward_shifts(self, X, F, OH, OW):
+        N = X.shape[0]
+        taps = conv_shifts.tap_matrices(self.weights)  # (K*K, F, C)
+        out = np.empty((F, N * OH * OW), dtype=np.result_type(X, self.weights))
+
+        def one_slice(part):
+            n = part.stop - part.start
+            target = out[:, part.start * OH * OW : part.stop * OH * OW]
+            conv_shifts.forward_slice(
+                X[part],
+                taps,
+                self.biases,
+                self.padding,
+                target.reshape(F, n, OH, OW),
+                threads.local(self._workspace),
+            )
+
+        threads.map_slices(one_slice, self._shift_slices(X.shape))
+        # laid out (F, N, OH, OW) like the im2col product's output
+        return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
+
+    def _gradient_shifts(self, X, dout, input_grad):
+        N, C, H, W = X.shape
+        F, K = self.num_filters, self.filter_size
+        flipped = conv_shifts.flipped_tap_matrices(self.weights) if input_grad else None
+        dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
+
+        def one_slice(part):
+            target = None
+            if input_grad:
+                n = part.stop - part.start
+                target = dX[:, part.start * H * W : part.stop * H * W]
+                target = target.reshape(C, n, H, W)
+            return conv_shifts.backward_slice(
+                X[part],
+                dout[part],
+                flipped,
+                self.padding,
+                target,
+                threads.local(self._workspace),
+            )
+
+        # the slices' weight gradients, (K*K, F, C) taps each, summed
+        d_taps = np.sum(
+            threads.map_slices(one_slice, self._shift_slices(X.shape)), axis=0
+        )
+        self.set_grads(
+            weights=np.ascontiguousarray(
+                d_taps.reshape(K, K, F, C).transpose(2, 3, 0, 1)
+            ),
+            biases=dout.transpose(1, 0, 2, 3).reshape(F, -1).sum(axis=1),
+        )
+        if not input_grad:
+            return None
+        return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
 
     def _slices(self, X_shape, pixels):
         """Pairs (images, columns): a :func:`batch_slices` slice of the batch and the
@@ -673,6 +783,8 @@ class ConvLayer(Layer):
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
             self.set_grads(weights=dW, biases=db)
             return dX if input_grad else None
+        if self._uses_shifts(X.shape):
+            return self._gradient_shifts(X, dout, input_grad)
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
         dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
 

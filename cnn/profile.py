@@ -15,7 +15,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import conv, conv_maxpool, train
+from . import conv, conv_maxpool, conv_shifts, train
 from .batchnorm import BatchNorm
 from .conv import ConvLayer
 from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
@@ -23,7 +23,7 @@ from .layers import Dropout, Flatten, FullyConnectedLayer, MaxPoolLayer, ReLU
 #: The categories of :func:`step_breakdown`, in the order a table shows them.
 CATEGORIES = (
     "matrix products",
-    "im2col and col2im copies",
+    "copies (im2col, col2im, grids)",
     "batch normalisation",
     "pooling",
     "ReLU, dropout, flatten, loss",
@@ -34,8 +34,20 @@ CATEGORIES = (
 # What each category times: functions of the package's modules (replaced by timed
 # wrappers while a breakdown runs) and the methods of layer classes.
 _FUNCTIONS = {
-    "matrix products": [(conv, "matmul_in_blocks"), (conv_maxpool, "matmul_in_blocks")],
-    "im2col and col2im copies": [(conv, "im2col"), (conv, "_col2im_channels_first")],
+    "matrix products": [
+        (conv, "matmul_in_blocks"),
+        (conv_maxpool, "matmul_in_blocks"),
+        # with the additions of their terms
+        (conv_shifts, "shifted_products"),
+        (conv_shifts, "tap_gradients"),
+    ],
+    "copies (im2col, col2im, grids)": [
+        (conv, "im2col"),
+        (conv, "_col2im_channels_first"),
+        (conv_shifts, "padded_rows"),
+        (conv_shifts, "from_grid"),
+        (conv_shifts, "to_grid"),
+    ],
     "pooling": [(conv_maxpool, "max_with_winner"), (conv_maxpool, "route_to_winner")],
     "ReLU, dropout, flatten, loss": [(train, "softmax_cross_entropy")],
 }

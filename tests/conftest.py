@@ -49,6 +49,17 @@ CONV_CASES = [
     (2, 2, 5, 7, 3, 1, 2, 2),
 ]
 
+# Geometries for the shifted products (stride 1, padding at most K - 1): one channel,
+# a 1x1 kernel, an even kernel, no padding, the widest padding, a one-row output.
+SHIFT_CASES = [
+    (1, 1, 5, 4, 1, 1, 1, 0),
+    (3, 2, 7, 5, 3, 3, 1, 1),
+    (2, 3, 5, 6, 2, 5, 1, 2),
+    (2, 2, 6, 9, 3, 2, 1, 1),
+    (2, 3, 4, 4, 2, 3, 1, 2),
+    (1, 2, 3, 8, 4, 3, 1, 0),
+]
+
 # Pooling geometries (N, C, H, W, pool_size, stride): non-overlapping, overlapping
 # (stride < pool), gapped (stride > pool) and sizes the stride does not divide.
 POOL_CASES = [
@@ -74,12 +85,28 @@ def rng():
 
 
 def make_conv(
-    F, C, K, stride=1, padding=0, impl="vectorized", dtype=np.float64, seed=0
+    F,
+    C,
+    K,
+    stride=1,
+    padding=0,
+    impl="vectorized",
+    dtype=np.float64,
+    seed=0,
+    algorithm="auto",
 ):
     """A ConvLayer with random weights *and* random (non-zero) biases, so bias bugs are
     visible."""
     layer = cnn.ConvLayer(
-        F, K, C, stride=stride, padding=padding, rng=seed, dtype=dtype, impl=impl
+        F,
+        K,
+        C,
+        stride=stride,
+        padding=padding,
+        rng=seed,
+        dtype=dtype,
+        impl=impl,
+        algorithm=algorithm,
     )
     # in place: params stay live
     layer.biases[...] = np.random.default_rng(seed + 1).standard_normal(F)

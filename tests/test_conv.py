@@ -12,6 +12,7 @@ from conftest import (
     ATOL,
     CONV_CASES,
     RTOL,
+    SHIFT_CASES,
     assert_gradients_match,
     assert_matches_numerical_gradients,
     assert_unchanged,
@@ -810,3 +811,168 @@ def test_input_gradient_gather_equals_the_col2im_scatter(K, padding):
             rtol=1e-12,
             atol=1e-12,
         )
+
+
+# ------------------------------------------------- the shifted products (conv_shifts)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("case", SHIFT_CASES, ids=case_id)
+def test_shifted_products_equal_the_loops_in_uneven_slices(
+    rng, monkeypatch, case, workers
+):
+    """algorithm='shifts': forward, dX, dW and db equal the loop version, with a slice
+    budget that cuts a batch of 7 into three uneven slices (one thread, and two side by
+    side), and twice in a row (the kept buffers' zero borders stay zero)."""
+    _, C, H, W, F, K, s, p = case
+    layer = make_conv(F, C, K, s, p, algorithm="shifts")
+    per_image = (C + 2 * F) * (H + 2 * p) * (W + 2 * p) * 8
+    monkeypatch.setattr(cnn.conv_shifts, "SLICE_BYTES", 3 * per_image)
+    assert [part.stop - part.start for part in layer._shift_slices((7, C, H, W))] == [
+        2,
+        2,
+        3,
+    ]
+    for _ in range(2):
+        X = rng.standard_normal((7, C, H, W))
+        with cnn.threads.slice_threads(workers):
+            out = layer.forward(X)
+            dout = rng.standard_normal(out.shape)
+            dX = layer.gradient(dout)
+        assert_allclose(
+            out,
+            conv_forward_loops(X, layer.weights, layer.biases, s, p),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+        dX_loops, dW, db = conv_backward_loops(X, layer.weights, dout, s, p)
+        assert_allclose(dX, dX_loops, rtol=1e-11, atol=1e-12)
+        assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
+        assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
+        assert layer.grads["weights"].flags.c_contiguous
+    assert layer.gradient(dout, input_grad=False) is None
+    assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", SHIFT_CASES, ids=case_id)
+def test_shifted_products_match_jax_and_numerical_gradients(rng, case):
+    """algorithm='shifts': output and vector-Jacobian product equal JAX's, and dX, dW,
+    db agree with centred differences."""
+    N, C, H, W, F, K, s, p = case
+    layer = make_conv(F, C, K, s, p, algorithm="shifts")
+    X = rng.standard_normal((N, C, H, W))
+    out = layer.forward(X)
+    dout = rng.standard_normal(out.shape)
+    expected, dX_ref, dW_ref, db_ref = jax_conv_and_vjp(
+        X, layer.weights, layer.biases, dout, s, p
+    )
+    assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.gradient(dout), dX_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.grads["weights"], dW_ref, rtol=RTOL, atol=ATOL)
+    assert_allclose(layer.grads["biases"], db_ref, rtol=RTOL, atol=ATOL)
+    assert_gradients_match(check_layer(layer, X))
+
+
+@st.composite
+def stride_one_geometry(draw, max_size=7):
+    """(N, C, H, W, F, K, 1, padding) with padding <= K - 1 and the kernel fitting."""
+    N, C, H, W, F, K, _, _ = draw(conv_geometry(max_size))
+    padding = draw(st.integers(0, K - 1))
+    assume(K <= H + 2 * padding and K <= W + 2 * padding)
+    return N, C, H, W, F, K, 1, padding
+
+
+@settings(max_examples=30)
+@given(stride_one_geometry(), seeds)
+def test_shifted_products_equal_im2col_for_any_geometry(geometry, seed):
+    """The two vectorised algorithms agree, forward and backward, for any stride-1
+    geometry."""
+    N, C, H, W, F, K, s, p = geometry
+    rng = np.random.default_rng(seed)
+    shifts, cols = (
+        make_conv(F, C, K, s, p, seed=seed % 1000, algorithm=algorithm)
+        for algorithm in ("shifts", "im2col")
+    )
+    X = rng.standard_normal((N, C, H, W))
+    out = shifts.forward(X)
+    assert_allclose(out, cols.forward(X), rtol=1e-11, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    assert_allclose(shifts.gradient(dout), cols.gradient(dout), rtol=1e-11, atol=1e-12)
+    for name in ("weights", "biases"):
+        assert_allclose(shifts.grads[name], cols.grads[name], rtol=1e-11, atol=1e-12)
+
+
+def test_shifted_products_in_float32_agree_with_im2col(rng):
+    """At deep_cnn's second layer (16 channels of 28x28, padding 1), in float32, the two
+    algorithms agree to float32 rounding."""
+    shifts, cols = (
+        make_conv(16, 16, 3, 1, 1, dtype=np.float32, algorithm=algorithm)
+        for algorithm in ("shifts", "im2col")
+    )
+    X = rng.standard_normal((9, 16, 28, 28)).astype(np.float32)
+    out = shifts.forward(X)
+    assert out.dtype == np.float32
+    assert_allclose(out, cols.forward(X), rtol=1e-4, atol=1e-5)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    assert_allclose(shifts.gradient(dout), cols.gradient(dout), rtol=1e-4, atol=1e-5)
+    scale = np.abs(cols.grads["weights"]).max()
+    assert_allclose(shifts.grads["weights"], cols.grads["weights"], atol=1e-5 * scale)
+
+
+def test_auto_uses_the_shifts_only_where_they_were_measured_faster(rng, monkeypatch):
+    """algorithm='auto' runs the shifted products for stride 1, several channels and a
+    padded grid at most 1.2 times the output, on one thread; im2col otherwise (14x14
+    maps with padding 1, one channel, stride 2, two threads)."""
+    use = cnn.conv_shifts.use_shifts
+    assert use(16, 28, 28, 3, 1, 1)  # deep_cnn's second layer: grid 1.15x
+    assert not use(32, 14, 14, 3, 1, 1)  # its 14x14 layers: 1.31x
+    assert not use(1, 28, 28, 3, 1, 1)  # one channel
+    assert not use(16, 28, 28, 3, 2, 1)  # stride 2
+    assert not use(16, 28, 28, 3, 1, 3)  # padding wider than K - 1
+    assert use(16, 14, 14, 3, 1, 1, max_growth=1.4)
+    calls = []
+    original = cnn.conv_shifts.forward_slice
+
+    def spy(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(cnn.conv_shifts, "forward_slice", spy)
+    X = rng.standard_normal((2, 16, 28, 28)).astype(np.float32)
+    layer = ConvLayer(4, 3, 16, padding=1, rng=0)
+    layer.forward(X)
+    assert calls
+    calls.clear()
+    with cnn.threads.slice_threads(2):
+        layer.forward(X)
+    assert not calls
+    ConvLayer(4, 3, 16, padding=1, rng=0, algorithm="im2col").forward(X)
+    ConvLayer(4, 3, 16, stride=2, padding=1, rng=0).forward(X)
+    ConvLayer(4, 3, 16, padding=1, rng=0).forward(X[:, :, :14, :14])
+    assert not calls
+    with cnn.threads.slice_threads(2):
+        ConvLayer(4, 3, 16, padding=1, rng=0, algorithm="shifts").forward(X)
+    assert calls
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"algorithm": "winograd"},
+            "algorithm must be 'auto', 'im2col' or 'shifts'; got 'winograd'",
+        ),
+        (
+            {"algorithm": "shifts", "stride": 2},
+            r"algorithm='shifts' needs stride 1 .* got stride=2",
+        ),
+        (
+            {"algorithm": "shifts", "padding": 3},
+            "algorithm='shifts' needs padding <= filter_size - 1; got padding=3 with "
+            "filter_size=3",
+        ),
+    ],
+)
+def test_conv_refuses_an_unknown_or_unsuited_algorithm(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvLayer(2, 3, 2, **kwargs)
