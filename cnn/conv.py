@@ -808,12 +808,13 @@ class ConvLayer(Layer):
             # of the bias: (F, C*K*K + 1) for this slice.
             return matmul_in_blocks(dout_F[:, columns], cols, transpose_b=True)
 
-        parts = threads.map_slices(
-            one_slice, self._slices(X.shape, dout.shape[2] * dout.shape[3])
+        # the slices' (F, C*K*K + 1) gradients, summed
+        d_weights_and_biases = np.sum(
+            threads.map_slices(
+                one_slice, self._slices(X.shape, dout.shape[2] * dout.shape[3])
+            ),
+            axis=0,
         )
-        d_weights_and_biases = parts[0].copy()
-        for part in parts[1:]:
-            d_weights_and_biases += part
         self.set_grads(
             weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
             biases=d_weights_and_biases[:, -1],

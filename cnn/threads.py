@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 _workers = 1
-_pool = None
+_pool = None  # (ThreadPoolExecutor, its number of threads), made on first use
 _pool_lock = threading.Lock()
 
 
@@ -52,13 +52,17 @@ def map_slices(fn, items):
 
 
 def _executor(n):
+    """The pool of ``n`` threads, made anew when ``n`` changes."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers != n:
+        if _pool is None or _pool[1] != n:
             if _pool is not None:
-                _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cnn-slices")
-        return _pool
+                _pool[0].shutdown(wait=True)
+            executor = ThreadPoolExecutor(
+                max_workers=n, thread_name_prefix="cnn-slices"
+            )
+            _pool = (executor, n)
+        return _pool[0]
 
 
 def local(store):

@@ -177,11 +177,11 @@ def blas_limits(model):
     (one BLAS thread in each of :func:`cnn.book.over_seeds`'s worker processes, which
     share the cores) holds.
 
-    One thread: BLAS on one thread. More: BLAS on one thread and the convolutions'
-    batch slices side by side in that many threads (:mod:`cnn.threads`). The matrix
-    products of a small network are too small to gain from a second thread, and when
-    other programs keep the cores busy, threads waiting for each other slow a step
-    several-fold.
+    BLAS runs on one thread, and the convolutions' batch slices side by side in up to
+    ``model.threads`` threads (:mod:`cnn.threads`; with one, one after another). The
+    matrix products of a small network are too small to gain from a second BLAS thread,
+    and when other programs keep the cores busy, threads waiting for each other slow a
+    step several-fold.
     """
     if model.threads is None:
         return contextlib.nullcontext()
@@ -190,10 +190,6 @@ def blas_limits(model):
     ]
     # inside another model's training BLAS has one thread and the slices the rest
     limit = min(model.threads, max([workers(), *current]))
-    if limit == 1:
-        return threadpool_limits(limits=1, user_api="blas")
-    # Several threads: the convolutions run their batch slices side by side
-    # (cnn.threads), each slice's products on one BLAS thread.
     stack = contextlib.ExitStack()
     stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
     stack.enter_context(slice_threads(limit))

@@ -224,7 +224,8 @@ def test_blas_limits_caps_the_threads_and_never_raises_an_outer_limit():
     """blas_limits(model) lets at most the model's threads compute (two: the
     convolutions' batch slices in two threads, each on one BLAS thread), and a limit set
     around it (one BLAS thread per worker in cnn.book.over_seeds) holds: a model that
-    asks for two threads gets one there."""
+    asks for two threads gets one there, and a one-thread model inside a two-thread
+    one's context runs its slices one after another."""
     available = max(_blas_threads())
     with blas_limits(_Model(1)):
         assert _blas_threads() and max(_blas_threads()) == 1
@@ -234,6 +235,9 @@ def test_blas_limits_caps_the_threads_and_never_raises_an_outer_limit():
         assert cnn.threads.workers() == min(2, available)
         with blas_limits(_Model(2)):  # e.g. the validation inside a training
             assert cnn.threads.workers() == min(2, available)
+        with blas_limits(_Model(1)):  # a one-thread model evaluated meanwhile
+            assert cnn.threads.workers() == 1
+        assert cnn.threads.workers() == min(2, available)
     with threadpool_limits(limits=1, user_api="blas"):
         with blas_limits(_Model(2)):
             assert max(_blas_threads()) == 1
