@@ -663,7 +663,7 @@ class ConvLayer(Layer):
         the padded input, the output grid and one product."""
         N, C, H, W = X_shape
         F, p = self.num_filters, self.padding
-        grid_bytes = (H + 2 * p) * (W + 2 * p) * self.weights.itemsize
+        grid_bytes = (H + p) * (W + p) * self.weights.itemsize  # per channel
         return batch_slices(
             N,
             (C + 2 * F) * grid_bytes,

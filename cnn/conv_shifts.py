@@ -1,26 +1,25 @@
-"""Convolution as ``K*K`` shifted matrix products on the padded grid: no im2col copy.
+"""Convolution as ``K*K`` shifted matrix products on a padded grid: no im2col copy.
 
 Explained in the chapter *Performance*. This is the other vectorised algorithm of
 :class:`cnn.conv.ConvLayer` (``algorithm="shifts"``); the layer chooses it for stride 1
 when the padding adds few pixels (:func:`use_shifts`) and one thread runs the slices.
 
-The idea. Lay a slice of ``n`` padded images out channel by channel,
-``Xp`` of shape (C, n, Hp, Wp), and flatten each channel into one row of
-``n * Hp * Wp`` numbers. Moving a window by ``(ki, kj)`` pixels then moves it by
-``ki * Wp + kj`` places along that row, for every image at once. So the contribution of
+The idea. Lay a slice of ``n`` zero-padded images out channel by channel, each channel
+flattened into one row of numbers (:func:`grid_geometry`: rows of width ``Wg``, one
+image after another). Moving a window by ``(ki, kj)`` pixels then moves it by
+``ki * Wg + kj`` places along that row, for every image at once. So the contribution of
 filter tap ``(ki, kj)`` to every output pixel is one matrix product,
 ``weights[:, :, ki, kj] @ row_view`` ((F, C) times (C, L)), where ``row_view`` is the
 flattened grid seen from that offset: a view, not a copy. Summing the ``K*K`` products
-gives the convolution at every position of the grid, and the output pixels are the
-positions ``(i, j)`` with ``i < OH`` and ``j < OW`` of each image (the rest mixes
-neighbouring rows or images and is dropped).
+gives the convolution at every position of the grid; the output pixels are some of the
+positions (the rest straddle a border and are dropped).
 
 im2col copies every input pixel ``K*K`` times into a matrix and multiplies once; this
 copies nothing and multiplies ``K*K`` times, each product with only ``C`` terms per
 sum. It pays when the channels are few and the maps large, as in deep_cnn's second
-layer (16 channels of 28x28), and loses when the padded grid is much larger than the
-output (14x14 maps: a border of one pixel adds 31% to the grid). The literature calls
-such schemes kn2row / kn2col (Vasudevan, Anderson and Gregg, 2017).
+layer (16 channels of 28x28), and loses when the grid is much larger than the output
+or the products are short. The literature calls such schemes kn2row / kn2col
+(Vasudevan, Anderson and Gregg, 2017).
 
 The backward pass uses the same two moves: the weights' gradient of tap ``(ki, kj)``
 is ``dout_grid @ row_view.T`` ((F, L) times (L, C)), and the input's gradient is the
@@ -35,25 +34,25 @@ def use_shifts(C, H, W, K, stride, padding, max_growth=None):
     """Whether :class:`cnn.conv.ConvLayer` uses the shifted products for this geometry:
     stride 1, more than one input channel (with one, each product has one term per
     sum), a padding the input gradient's full correlation can use (at most ``K - 1``),
-    and a padded grid at most ``max_growth`` (default :data:`MAX_GRID_GROWTH`) times
-    the output's pixels."""
+    and a grid (:func:`grid_geometry`) at most ``max_growth`` (default
+    :data:`MAX_GRID_GROWTH`) times the output's pixels."""
     if stride != 1 or C < 2 or padding > K - 1:
         return False
     OH, OW = H + 2 * padding - K + 1, W + 2 * padding - K + 1
-    growth = (H + 2 * padding) * (W + 2 * padding) / (OH * OW)
+    growth = (H + padding) * (W + padding) / (OH * OW)  # see grid_geometry
     return growth <= (MAX_GRID_GROWTH if max_growth is None else max_growth)
 
 
-#: The shifted products are used when the padded grid holds at most this many times the
+#: The shifted products are used when the grid holds at most this many times the
 #: output's pixels: measured on deep_cnn's layers (chapter *Performance*), they were
-#: faster than im2col at 28x28 with padding 1 (a grid 1.15 times the output) and slower
-#: at 14x14 (1.31 times).
-MAX_GRID_GROWTH = 1.2
+#: 1.5 times as fast as im2col at 28x28 with padding 1 (a grid 1.07 times the output)
+#: and 10-20% slower at 14x14 (1.15 times).
+MAX_GRID_GROWTH = 1.1
 
 #: Bytes of the buffers one slice of images uses (input grid, output grid and one
 #: product, each channel by grid pixel, in float32): small enough for a core's cache.
-#: deep_cnn's second layer (16 channels, 30x30 grid, 173 kB per image) gets slices of
-#: four images; eight ran 1.4 times slower.
+#: deep_cnn's second layer (16 channels, 29x29 grid, 161 kB per image) gets slices of
+#: four images; half or twice that ran 1.1 to 1.4 times slower.
 SLICE_BYTES = 3 << 18
 
 
@@ -82,8 +81,29 @@ def grid(workspace, name, shape, dtype):
     return buffer
 
 
-def shifted_products(taps, rows, Wg, K, out, workspace):
-    """The valid correlation on a flattened grid: ``out[:, :L] = sum over (ki, kj) of
+def grid_geometry(n, H, W, padding, K):
+    """The layout of a slice of ``n`` images (H, W) on the grid, as a tuple
+    ``(Hb, Wg, G, L)``.
+
+    Each image row is followed by ``padding`` zeros, which serve as the right border of
+    that row and the left border of the next (a window reaching left of column 0 reads
+    the end of the row above); likewise ``padding`` zero rows follow each image, and
+    ``padding`` zero rows and ``padding`` zeros lead the grid. So a row is
+    ``Wg = W + padding`` long, an image takes ``Hb = H + padding`` rows, and the
+    grid, flattened, ``G = padding + (padding + n * Hb) * Wg`` numbers. Output pixel
+    ``(i, j)`` of image ``m`` is grid position ``(m * Hb + i) * Wg + j``, and its
+    window's tap ``(ki, kj)`` is ``ki * Wg + kj`` places further on; ``L`` is one past
+    the last output position.
+    """
+    OH, OW = H + 2 * padding - K + 1, W + 2 * padding - K + 1
+    Hb, Wg = H + padding, W + padding
+    G = padding + (padding + n * Hb) * Wg
+    L = ((n - 1) * Hb + OH - 1) * Wg + OW
+    return Hb, Wg, G, L
+
+
+def shifted_products(taps, rows, Wg, K, L, out, workspace):
+    """The correlation on a flattened grid: ``out[:, :L] = sum over (ki, kj) of
     taps[ki*K + kj] @ rows[:, ki*Wg + kj : ki*Wg + kj + L]``.
 
     Parameters
@@ -91,11 +111,8 @@ def shifted_products(taps, rows, Wg, K, out, workspace):
     taps : ndarray of shape (K*K, M, R)
     rows : ndarray of shape (R, G)
         ``R`` channels, each a flattened grid of rows of width ``Wg``.
-    out : ndarray of shape (M, G)
-        Receives the sums in its first ``L = G - (K-1)*Wg - (K-1)`` columns.
+    out : ndarray of shape (M, at least L)
     """
-    G = rows.shape[1]
-    L = G - (K - 1) * Wg - (K - 1)
     total = out[:, :L]
     np.matmul(taps[0], rows[:, :L], out=total)
     # NumPy's matmul cannot add into its output, so each further tap goes through one
@@ -109,59 +126,61 @@ def shifted_products(taps, rows, Wg, K, out, workspace):
 
 
 def padded_rows(X, padding, workspace, name="padded"):
-    """``X`` (n, C, H, W), zero-padded and laid out channel by channel in a kept
-    buffer: shape (C, n * Hp * Wp)."""
+    """``X`` (n, C, H, W) on the grid of :func:`grid_geometry`, channel by channel, in
+    a kept buffer: shape (C, G)."""
     n, C, H, W = X.shape
     p = padding
-    padded = grid(workspace, name, (C, n, H + 2 * p, W + 2 * p), X.dtype)
-    padded[:, :, p : p + H, p : p + W] = X.transpose(1, 0, 2, 3)
-    return padded.reshape(C, -1)
+    Hb, Wg, G, _ = grid_geometry(n, H, W, p, 1)
+    rows = grid(workspace, name, (C, G), X.dtype)
+    start = p + p * Wg
+    images = rows[:, start : start + n * Hb * Wg].reshape(C, n, Hb, Wg)
+    images[:, :, :H, :W] = X.transpose(1, 0, 2, 3)
+    return rows
 
 
-def forward_slice(X, taps, biases, padding, out, workspace):
-    """The convolution of one slice ``X`` (n, C, H, W), stride 1, written with its
-    biases into ``out`` (F, n, OH, OW) (a view into the layer's output)."""
-    n, C, H, W = X.shape
-    F, _, OH, OW = out.shape
-    K = H + 2 * padding - OH + 1
-    Hp, Wp = H + 2 * padding, W + 2 * padding
-    rows = padded_rows(X, padding, workspace)
-    result = grid(workspace, "result", (F, n * Hp * Wp), out.dtype)
-    shifted_products(taps, rows, Wp, K, result, workspace)
-    from_grid(result, Hp, Wp, out, biases)
-
-
-def from_grid(result, Hg, Wg, out, biases=None):
-    """Copy the valid positions of a grid ``result`` (M, n * Hg * Wg) into ``out``
-    (M, n, OH, OW), adding ``biases`` (M,) on the way if given."""
-    OH, OW = out.shape[2:]
-    valid = result.reshape(out.shape[0], out.shape[1], Hg, Wg)[:, :, :OH, :OW]
+def from_grid(result, Hb, Wg, out, biases=None):
+    """Copy the output positions of a grid ``result`` (M, at least n * Hb * Wg) into
+    ``out`` (M, n, OH, OW), adding ``biases`` (M,) on the way if given."""
+    M, n, OH, OW = out.shape
+    valid = result[:, : n * Hb * Wg].reshape(M, n, Hb, Wg)[:, :, :OH, :OW]
     if biases is None:
         np.copyto(out, valid)
     else:
         np.add(valid, biases[:, None, None, None], out=out)
 
 
-def to_grid(dout, Hg, Wg, workspace):
-    """``dout`` (n, F, OH, OW) at the top-left positions of a kept zero grid
-    (F, n, Hg, Wg), flattened: (F, n * Hg * Wg)."""
+def to_grid(dout, Hb, Wg, workspace):
+    """``dout`` (n, F, OH, OW) at the output positions of a kept zero grid, flattened:
+    (F, n * Hb * Wg)."""
     n, F, OH, OW = dout.shape
-    dgrid = grid(workspace, "dout_grid", (F, n, Hg, Wg), dout.dtype)
+    dgrid = grid(workspace, "dout_grid", (F, n, Hb, Wg), dout.dtype)
     dgrid[:, :, :OH, :OW] = dout.transpose(1, 0, 2, 3)
     return dgrid.reshape(F, -1)
 
 
-def tap_gradients(drows, rows, Wg, K):
-    """The weights' gradient, tap by tap: ``drows`` (F, G), the upstream gradient on the
-    grid (zero where there is no output), against the shifted views of ``rows`` (C, G);
-    shape (K*K, F, C)."""
-    L = drows.shape[1] - (K - 1) * Wg - (K - 1)
+def tap_gradients(drows, rows, Wg, K, L):
+    """The weights' gradient, tap by tap: ``drows`` (F, at least L), the upstream
+    gradient at the grid's output positions (zero elsewhere), against the shifted views
+    of ``rows`` (C, G); shape (K*K, F, C)."""
     d_taps = np.empty((K * K, drows.shape[0], rows.shape[0]), dtype=drows.dtype)
     for k in range(K * K):
         # tap (ki, kj) saw rows[:, start : start + L] at the L grid positions
         start = (k // K) * Wg + k % K
         np.matmul(drows[:, :L], rows[:, start : start + L].T, out=d_taps[k])
     return d_taps
+
+
+def forward_slice(X, taps, biases, padding, out, workspace):
+    """The convolution of one slice ``X`` (n, C, H, W), stride 1, written with its
+    biases into ``out`` (F, n, OH, OW) (a view into the layer's output)."""
+    n, C, H, W = X.shape
+    F, _, OH, _ = out.shape
+    K = H + 2 * padding - OH + 1
+    Hb, Wg, _, L = grid_geometry(n, H, W, padding, K)
+    rows = padded_rows(X, padding, workspace)
+    result = grid(workspace, "result", (F, n * Hb * Wg), out.dtype)
+    shifted_products(taps, rows, Wg, K, L, result, workspace)
+    from_grid(result, Hb, Wg, out, biases)
 
 
 def backward_slice(X, dout, taps_flipped, padding, dX, workspace):
@@ -173,16 +192,16 @@ def backward_slice(X, dout, taps_flipped, padding, dX, workspace):
     n, C, H, W = X.shape
     F, OH, OW = dout.shape[1:]
     K = H + 2 * padding - OH + 1
-    Hp, Wp = H + 2 * padding, W + 2 * padding
+    Hb, Wg, _, L = grid_geometry(n, H, W, padding, K)
     rows = padded_rows(X, padding, workspace)
-    # dout on the forward pass's grid, zero at the positions that are not outputs
-    d_taps = tap_gradients(to_grid(dout, Hp, Wp, workspace), rows, Wp, K)
+    # dout at the forward pass's output positions, zero elsewhere
+    d_taps = tap_gradients(to_grid(dout, Hb, Wg, workspace), rows, Wg, K, L)
     if dX is not None:
         # the full correlation: dout padded by K - 1 - padding, flipped filters
         full = K - 1 - padding
+        Hbf, Wgf, _, Lf = grid_geometry(n, OH, OW, full, K)
         drows = padded_rows(dout, full, workspace, "dout_padded")
-        Hf, Wf = OH + 2 * full, OW + 2 * full
-        result = grid(workspace, "dx_result", (C, drows.shape[1]), dout.dtype)
-        shifted_products(taps_flipped, drows, Wf, K, result, workspace)
-        from_grid(result, Hf, Wf, dX)
+        result = grid(workspace, "dx_result", (C, n * Hbf * Wgf), dout.dtype)
+        shifted_products(taps_flipped, drows, Wgf, K, Lf, result, workspace)
+        from_grid(result, Hbf, Wgf, dX)
     return d_taps
