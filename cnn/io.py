@@ -119,6 +119,9 @@ def save_model(model, path):
             "seed": plain(model.seed),
             "input_shape": plain(tuple(model.input_shape)),
             "num_classes": model.num_classes,
+            # how it runs: with one thread or two a convolution may pick another
+            # algorithm, equal only to rounding (cnn.conv.ConvLayer's `algorithm`)
+            "threads": model.threads,
         },
         "optimizer": optimizer,
         "layers": layers,

@@ -106,3 +106,17 @@ def test_glued_numbers_read_as_numbers(html_dir, page):
     ]
     bad = [text for text in pasted if re.match(r"\(?'?np\.", text)]
     assert not bad, f"{page}: glued values shown as NumPy reprs: {bad[:5]}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_each_script_once(html_dir, page):
+    """No script appears twice in a page: a second inline ``const`` declaration (as
+    sphinx-thebe's THEBE_JS_URL was, before book/_ext/unique_scripts.py) is a
+    JavaScript error."""
+    scripts = [
+        script.get("src") or script.get_text()
+        for script in page_soup(page).find_all("script")
+        if script.get("type") in (None, "text/javascript", "module")
+    ]
+    repeated = sorted({s[:100] for s in scripts if scripts.count(s) > 1})
+    assert not repeated, f"{page}: scripts included more than once: {repeated}"
