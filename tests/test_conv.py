@@ -459,20 +459,29 @@ def test_layer_in_slices_of_the_batch_equals_the_loops(
     per_image = (C * K * K + 1) * OH * OW * 8
     monkeypatch.setattr(cnn.conv, "SLICE_BYTES", 3 * per_image)
     assert [p.stop - p.start for p in cnn.conv.batch_slices(7, per_image)] == [2, 2, 3]
+    assert_passes_equal_the_loops(layer, X, rng, workers)
+
+
+def assert_passes_equal_the_loops(layer, X, rng, workers):
+    """The layer's forward pass, and its backward pass for a random dout, computed with
+    the slices on `workers` threads, equal conv_forward_loops and conv_backward_loops;
+    returns dout and the loops' dW."""
+    s, p = layer.stride, layer.padding
     with cnn.threads.slice_threads(workers):
         out = layer.forward(X)
         dout = rng.standard_normal(out.shape)
         dX = layer.gradient(dout)
     assert_allclose(
         out,
-        conv_forward_loops(X, layer.weights, layer.biases, stride, padding),
+        conv_forward_loops(X, layer.weights, layer.biases, s, p),
         rtol=1e-12,
         atol=1e-12,
     )
-    dX_loops, dW, db = conv_backward_loops(X, layer.weights, dout, stride, padding)
+    dX_loops, dW, db = conv_backward_loops(X, layer.weights, dout, s, p)
     assert_allclose(dX, dX_loops, rtol=1e-11, atol=1e-12)
     assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
     assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
+    return dout, dW
 
 
 def test_batch_slices_cover_the_batch_once_in_equal_runs():
@@ -835,20 +844,7 @@ def test_shifted_products_equal_the_loops_in_uneven_slices(
     ]
     for _ in range(2):
         X = rng.standard_normal((7, C, H, W))
-        with cnn.threads.slice_threads(workers):
-            out = layer.forward(X)
-            dout = rng.standard_normal(out.shape)
-            dX = layer.gradient(dout)
-        assert_allclose(
-            out,
-            conv_forward_loops(X, layer.weights, layer.biases, s, p),
-            rtol=1e-12,
-            atol=1e-12,
-        )
-        dX_loops, dW, db = conv_backward_loops(X, layer.weights, dout, s, p)
-        assert_allclose(dX, dX_loops, rtol=1e-11, atol=1e-12)
-        assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
-        assert_allclose(layer.grads["biases"], db, rtol=1e-11, atol=1e-12)
+        dout, dW = assert_passes_equal_the_loops(layer, X, rng, workers)
         assert layer.grads["weights"].flags.c_contiguous
     assert layer.gradient(dout, input_grad=False) is None
     assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
