@@ -557,23 +557,8 @@ class ConvLayer(Layer):
                 f"ConvLayer: impl must be 'vectorized' or 'loops'; got {impl!r}"
             )
         self.impl = impl
-        if algorithm not in ("auto", "im2col", "shifts"):
-            raise ValueError(
-                "ConvLayer: algorithm must be 'auto', 'im2col' or 'shifts'; "
-                f"got {algorithm!r}"
-            )
-        if algorithm == "shifts" and self.stride != 1:
-            raise ValueError(
-                "ConvLayer: algorithm='shifts' needs stride 1 (the shifted views move "
-                f"by one pixel); got stride={self.stride}. Use 'auto' or 'im2col'"
-            )
-        if algorithm == "shifts" and self.padding > self.filter_size - 1:
-            raise ValueError(
-                "ConvLayer: algorithm='shifts' needs padding <= filter_size - 1; got "
-                f"padding={self.padding} with filter_size={self.filter_size}. Use "
-                "'auto' or 'im2col'"
-            )
         self.algorithm = algorithm
+        self._check_algorithm()
         F, C, K = self.num_filters, self.num_channels, self.filter_size
         scale = np.sqrt(2.0 / (C * K * K)) if weight_scale is None else weight_scale
         rng = np.random.default_rng(rng)
@@ -646,12 +631,33 @@ class ConvLayer(Layer):
         # and `dout_F` below is then a free reshape.
         return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
 
+    def _check_algorithm(self):
+        """Refuse an unknown ``algorithm``, or the shifts where they cannot compute this
+        layer (checked again at each pass: the attribute may have been changed)."""
+        if self.algorithm not in ("auto", "im2col", "shifts"):
+            raise ValueError(
+                "ConvLayer: algorithm must be 'auto', 'im2col' or 'shifts'; "
+                f"got {self.algorithm!r}"
+            )
+        if self.algorithm == "shifts" and self.stride != 1:
+            raise ValueError(
+                "ConvLayer: algorithm='shifts' needs stride 1 (the shifted views move "
+                f"by one pixel); got stride={self.stride}. Use 'auto' or 'im2col'"
+            )
+        if self.algorithm == "shifts" and self.padding > self.filter_size - 1:
+            raise ValueError(
+                "ConvLayer: algorithm='shifts' needs padding <= filter_size - 1; got "
+                f"padding={self.padding} with filter_size={self.filter_size}. Use "
+                "'auto' or 'im2col'"
+            )
+
     def _uses_shifts(self, X_shape):
         """Whether this batch runs :mod:`cnn.conv_shifts`: if asked for, or with
         ``"auto"``, for a geometry that suits them (:func:`conv_shifts.use_shifts`) when
         one thread runs the slices. In two threads their many short products and
         additions gained nothing over one thread (deep_cnn's second layer: 5.0 ms
         forward either way), while im2col's long ones did (6.7 to 4.6 ms)."""
+        self._check_algorithm()
         if self.algorithm != "auto":
             return self.algorithm == "shifts"
         C, H, W = X_shape[1:]

@@ -972,3 +972,20 @@ def test_auto_uses_the_shifts_only_where_they_were_measured_faster(rng, monkeypa
 def test_conv_refuses_an_unknown_or_unsuited_algorithm(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ConvLayer(2, 3, 2, **kwargs)
+
+
+def test_conv_refuses_an_algorithm_set_afterwards_that_cannot_compute_it(rng):
+    """The checks hold at each pass too: an attribute changed after construction
+    cannot run the shifts on a stride-2 layer (a silent wrong answer) or name an
+    unknown algorithm."""
+    X = rng.standard_normal((2, 2, 9, 9))
+    layer = ConvLayer(2, 3, 2, stride=2, padding=1, rng=0)
+    out = layer.forward(X)
+    layer.algorithm = "shifts"
+    with pytest.raises(ValueError, match="algorithm='shifts' needs stride 1"):
+        layer.forward(X)
+    with pytest.raises(ValueError, match="algorithm='shifts' needs stride 1"):
+        layer.gradient(np.ones_like(out))
+    layer.algorithm = "direct"
+    with pytest.raises(ValueError, match="got 'direct'"):
+        layer.forward(X)
