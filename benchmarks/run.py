@@ -51,9 +51,9 @@ def _build(name, impl="vectorized"):
     return deep_cnn(seed=0)
 
 
-def worker_ours(name, n, batch_size, impl, epochs=1):
-    """``epochs`` training epochs of our model on n images; returns each epoch's
-    seconds."""
+def worker_ours(name, n, batch_size, impl, epochs=1, processes=1):
+    """``epochs`` training epochs of our model on n images, in ``processes`` processes
+    (:mod:`cnn.parallel`); returns each epoch's seconds."""
     X, y = _data(n)
     model = _build(name, impl)
     # warm-up: allocations, caches
@@ -63,8 +63,11 @@ def worker_ours(name, n, batch_size, impl, epochs=1):
         epochs=1,
         batch_size=batch_size,
         verbose=0,
+        processes=processes,
     )
-    history = model.train(X, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    history = model.train(
+        X, y, epochs=epochs, batch_size=batch_size, verbose=0, processes=processes
+    )
     return {"epoch_seconds": history["seconds"], "images": n}
 
 
@@ -133,6 +136,9 @@ def worker_keras(name, n, batch_size, epochs=1):
 #: PyTorch's threads. torch.get_num_threads() is 2 by default on this 2-core machine
 #: (one per physical core); set explicitly, so that the benchmark says what it measured.
 TORCH_THREADS = 2
+#: Our data-parallel training's processes (cnn.parallel), one per core, as PyTorch's
+#: threads.
+OUR_PROCESSES = 2
 TORCH_MISSING = "PyTorch not installed: pip install '.[bench]'"
 
 
@@ -423,6 +429,7 @@ def main(argv=None):
         + ", ".join(f"{v:.2f}" for v in results["load_before"])
     )
     ours, loops = "ours (NumPy, vectorised)", "ours (NumPy, loops), extrapolated"
+    ours_parallel = f"ours (NumPy, vectorised, {OUR_PROCESSES} processes)"
     keras, pytorch = (
         "Keras 3 (JAX backend, CPU)",
         f"PyTorch (CPU, {TORCH_THREADS} threads)",
@@ -445,6 +452,13 @@ def main(argv=None):
         for _ in range(rounds):
             plan.append(
                 (model, ours, ("ours", model, n, batch_size, "vectorized", epochs))
+            )
+            plan.append(
+                (
+                    model,
+                    ours_parallel,
+                    ("ours", model, n, batch_size, "vectorized", epochs, OUR_PROCESSES),
+                )
             )
             plan += [
                 (model, system, (worker, model, n, batch_size, epochs))
@@ -508,33 +522,36 @@ def main(argv=None):
     }
     for model, (title, targets) in titles.items():
         epochs = results["epochs"].get(model, {})
-        if ours not in epochs:
-            continue
-        parts, ratios = [], results["ratios"].setdefault(model, {})
-        for key, label, system in (
-            ("keras", "Keras", keras),
-            ("pytorch", "PyTorch", pytorch),
+        ratios = results["ratios"].setdefault(model, {})
+        for mine, prefix, name in (
+            (ours, "ours", "ours"),
+            (
+                ours_parallel,
+                f"ours_{OUR_PROCESSES}_processes",
+                f"ours, {OUR_PROCESSES} processes",
+            ),
         ):
-            if key == "pytorch" and not has_torch:
-                parts.append(f"ours / PyTorch: {TORCH_MISSING}")
-            elif system not in epochs:
-                parts.append(f"ours / {label}: no time (its runs failed)")
-            else:
-                ratio = (
-                    epochs[ours]["seconds_per_epoch"]
-                    / epochs[system]["seconds_per_epoch"]
-                )
-                best = (
-                    epochs[ours]["best_seconds_per_epoch"]
-                    / epochs[system]["best_seconds_per_epoch"]
-                )
-                ratios[f"ours_over_{key}"], ratios[f"ours_over_{key}_best"] = (
-                    ratio,
-                    best,
-                )
-                target = f", target <= {targets[key]:.2f}" if key in targets else ""
-                parts.append(f"ours / {label} = {ratio:.2f} (best {best:.2f}{target})")
-        print(f"  {title}: " + "; ".join(parts))
+            if mine not in epochs:
+                continue
+            parts = []
+            for key, label, system in (
+                ("keras", "Keras", keras),
+                ("pytorch", "PyTorch", pytorch),
+            ):
+                if key == "pytorch" and not has_torch:
+                    parts.append(f"/ PyTorch: {TORCH_MISSING}")
+                elif system not in epochs:
+                    parts.append(f"/ {label}: no time (its runs failed)")
+                else:
+                    ratio, best = (
+                        epochs[mine][field] / epochs[system][field]
+                        for field in ("seconds_per_epoch", "best_seconds_per_epoch")
+                    )
+                    ratios[f"{prefix}_over_{key}"] = ratio
+                    ratios[f"{prefix}_over_{key}_best"] = best
+                    target = f", target <= {targets[key]:.2f}" if key in targets else ""
+                    parts.append(f"/ {label} = {ratio:.2f} (best {best:.2f}{target})")
+            print(f"  {title}: {name} " + "; ".join(parts))
     if "ours_over_keras" in results["ratios"].get("simple", {}):
         # as in earlier results
         results["ours_over_keras"] = results["ratios"]["simple"]["ours_over_keras"]

@@ -54,6 +54,10 @@ class BatchNorm(Layer):
         trained).
     """
 
+    # The batch's statistics mix its images: with peers they are summed over the
+    # processes (twice forward, once backward).
+    data_parallel = True
+
     def __init__(self, num_features, momentum=0.9, eps=1e-5, dtype=np.float32):
         super().__init__()
         self.num_features = check_int("BatchNorm: num_features", num_features, 1)
@@ -106,6 +110,11 @@ class BatchNorm(Layer):
             else np.einsum(f"{axes},{axes}->c", a, b)
         )
 
+    def _batch_sum(self, sums):
+        """``sums`` over the whole batch: added over the processes that share it in a
+        data-parallel training (:mod:`cnn.parallel`), else as they are."""
+        return sums if self.peers is None else self.peers.allsum(sums)[0]
+
     def forward(self, X, training=True):
         """Normalise X (N, D) or (N, C, H, W); the output has the same shape.
 
@@ -122,18 +131,21 @@ class BatchNorm(Layer):
             return X * scale + (beta - self.running_mean.reshape(shape) * scale)
 
         M = X.size // self.num_features  # values per feature in this batch
+        peers = self.peers
+        if peers is not None:  # X holds this process's rows of the batch
+            M = M // len(X) * peers.batch
         if M < 2:
             raise ValueError(
                 "BatchNorm.forward: training needs more than one value per feature to "
                 f"compute a variance; got X of shape {X.shape}. Use a larger batch, or "
                 "training=False"
             )
-        mu = self._feature_sum(X) / M
+        mu = self._batch_sum(self._feature_sum(X)) / M
         x_hat = X - mu.reshape(shape)  # centred; normalised in place below
-        var = self._feature_sum(x_hat, x_hat) / M
+        var = self._batch_sum(self._feature_sum(x_hat, x_hat)) / M
         inv_std = 1.0 / np.sqrt(var + self.eps)
         x_hat *= inv_std.reshape(shape)
-        self._cache = (x_hat, inv_std)
+        self._cache = (x_hat, inv_std, M)
 
         m = self.momentum  # running averages, updated in place
         self.running_mean *= m
@@ -155,13 +167,15 @@ class BatchNorm(Layer):
             dX = gamma * inv_std / M * (M * dout - dbeta - x_hat * dgamma)
         """
         require_forward("BatchNorm", self._cache)
-        x_hat, inv_std = self._cache
+        x_hat, inv_std, M = self._cache
         dout = check_dout("BatchNorm", dout, x_hat.shape)
-        M = x_hat.size // self.num_features
         shape = (1, self.num_features) + (1,) * (x_hat.ndim - 2)
         dbeta = self._feature_sum(dout)
         dgamma = self._feature_sum(dout, x_hat)
+        # With peers, this process's part: the step sums the gradients at its end.
         self.set_grads(gamma=dgamma, beta=dbeta)
+        if self.peers is not None:
+            dbeta, dgamma = self.peers.allsum(dbeta, dgamma)
         # The formula above, evaluated in place in one array:
         # dX = (dout - (dbeta + x_hat dgamma) / M) gamma inv_std
         dX = x_hat * (dgamma / M).reshape(shape)

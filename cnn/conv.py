@@ -529,6 +529,7 @@ class ConvLayer(Layer):
 
     #: Not saved: the initial weights' scale (a loaded layer's weights come from the
     #: file) and the implementation (the loops and the vectorised code agree).
+    data_parallel = True  # image by image
     not_saved = (*Layer.not_saved, "weight_scale", "impl", "algorithm")
 
     def __init__(

@@ -104,6 +104,8 @@ class ConvMaxPool(Layer):
     ``conv``. The layers' own caches are not touched.
     """
 
+    data_parallel = True  # image by image
+
     def __init__(self, conv, pool):
         super().__init__()
         if not self.fits(conv, pool):

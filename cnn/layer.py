@@ -42,6 +42,14 @@ class Layer(Configurable):
     registry = {}
     family = "layer"
 
+    #: Whether ``train(..., processes=P)`` (:mod:`cnn.parallel`) may split the batches
+    #: between processes: True where each image's output depends on that image alone,
+    #: or where the layer sums what mixes the images over ``peers`` (BatchNorm).
+    #: Training refuses a layer that does not say so.
+    data_parallel = False
+    #: The :class:`cnn.parallel.Peers` of a data-parallel training while it runs.
+    peers = None
+
     def __init_subclass__(cls, **kwargs):
         # Checked before the class is registered, so that a refused class never replaces
         # a working one.

@@ -26,6 +26,8 @@ class ReLU(Layer):
     """Rectified linear unit, ``f(x) = max(0, x)``, applied element by element
     (Part 4)."""
 
+    data_parallel = True  # image by image
+
     def __init__(self):
         super().__init__()
         self._out = None
@@ -48,6 +50,8 @@ class ReLU(Layer):
 class Flatten(Layer):
     """Reshape (N, C, H, W) to (N, C*H*W), the bridge from feature maps to a dense layer
     (Part 5)."""
+
+    data_parallel = True  # image by image
 
     def __init__(self):
         super().__init__()
@@ -129,6 +133,8 @@ class MaxPoolLayer(Layer):
     on ties); where windows overlap (``stride < pool_size``) a pixel collects the
     gradients of all windows it wins.
     """
+
+    data_parallel = True  # image by image
 
     #: Not saved: the implementation (the loops and the vectorised code agree).
     not_saved = (*Layer.not_saved, "impl")
@@ -224,6 +230,8 @@ class FullyConnectedLayer(Layer):
     weights : ndarray of shape (input_size, output_size)
     biases : ndarray of shape (output_size,)
     """
+
+    data_parallel = True  # image by image
 
     #: Not saved: the initial weights' scale (a loaded layer's weights come from the
     #: file).
@@ -324,6 +332,8 @@ class Dropout(Layer):
     rng : numpy.random.Generator or int or None
     """
 
+    data_parallel = True  # each process keeps its rows of the batch's mask
+
     def __init__(self, rate=0.5, rng=None):
         rate = check_positive_float("Dropout: rate", rate, allow_zero=True)
         if rate >= 1:
@@ -342,9 +352,14 @@ class Dropout(Layer):
             self._mask = np.ones((), dtype=X.dtype) if training else None
             return X
         keep = 1.0 - self.rate
-        self._mask = (self.rng.random(X.shape, dtype=np.float32) < keep).astype(
-            X.dtype
-        ) / X.dtype.type(keep)
+        peers = self.peers
+        # With peers, the whole batch's mask and this process's rows of it: the
+        # generators of all processes stay equal.
+        shape = X.shape if peers is None else (peers.batch, *X.shape[1:])
+        keep_mask = self.rng.random(shape, dtype=np.float32) < keep
+        if peers is not None:
+            keep_mask = keep_mask[peers.rows]
+        self._mask = keep_mask.astype(X.dtype) / X.dtype.type(keep)
         return X * self._mask
 
     def gradient(self, dout, input_grad=True):

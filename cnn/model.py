@@ -235,6 +235,7 @@ class Sequential:
         verbose=1,
         shuffle=True,
         augment=None,
+        processes=1,
     ):
         """Train with mini-batches, shuffling every epoch (Part 10):
         :func:`cnn.train.train` of this model, whose parameters document the arguments.
@@ -251,6 +252,7 @@ class Sequential:
             verbose=verbose,
             shuffle=shuffle,
             augment=augment,
+            processes=processes,
         )
 
     # ---------------------------------------------------------- inspection

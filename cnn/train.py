@@ -12,6 +12,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from . import parallel
 from ._checks import check_array, check_int, check_labels
 from .losses import cross_entropy_from_logits, softmax_cross_entropy
 from .threads import slice_threads, workers
@@ -32,6 +33,7 @@ def train(
     verbose=1,
     shuffle=True,
     augment=None,
+    processes=1,
 ):
     """Train ``model`` with mini-batches, shuffling every epoch (Part 10).
 
@@ -55,6 +57,12 @@ def train(
         ``augment(X_batch, rng) -> X_batch``, applied to every training batch before its
         forward pass with the model's generator
         (e.g. :func:`cnn.augment.augment_batch`); the data are not changed.
+    processes : int, default 1
+        Processes that compute each batch together, each its share of the images on
+        one core (:mod:`cnn.parallel`): the same training up to float rounding, in
+        about ``1/processes`` of the time on a machine with that many free cores. Every
+        layer must allow it (``data_parallel``), and every batch needs at least
+        ``processes`` images.
 
     Returns
     -------
@@ -76,47 +84,153 @@ def train(
         X_val, y_val = validation_data
         X_val = check_array("train: X_val", X_val, ndim=4, shape_doc="(N, C, H, W)")
         y_val = check_labels("train: y_val", y_val, model.num_classes, n=len(X_val))
+        validation_data = (X_val, y_val)
 
+    processes = check_int("processes", processes, 1)
+    N = len(X_train)
+    if processes > 1:
+        _check_parallel(model, N, batch_size, processes)
+    progress = Progress(verbose, epochs, N, -(-N // batch_size))
+
+    def work(peers):
+        return _train_epochs(
+            model,
+            X_train,
+            y_train,
+            epochs,
+            batch_size,
+            validation_data,
+            shuffle,
+            augment,
+            progress,
+            peers,
+        )
+
+    if processes == 1:
+        return work(None)
+    # the most numbers summed at once: every gradient, and the loss
+    size = 1 + sum(
+        p.size for layer in model.param_layers for p in layer.params.values()
+    )
+    return parallel.run(processes, size, work)
+
+
+def _train_epochs(
+    model,
+    X_train,
+    y_train,
+    epochs,
+    batch_size,
+    validation,
+    shuffle,
+    augment,
+    progress,
+    peers,
+):
+    """The epochs of :func:`train` in one process: the only one (``peers`` None), or
+    one of the processes of :mod:`cnn.parallel`, which compute their rows of every
+    batch. Returns the history (None in the forked processes, which keep none)."""
+    leader = peers is None or peers.rank == 0
     history = {"loss": [], "accuracy": [], "seconds": [], "learning_rate": []}
-    if validation_data is not None:
+    if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
     N = len(X_train)
     num_batches = -(-N // batch_size)
-    progress = Progress(verbose, epochs, N, num_batches)
-    with blas_limits(model):
-        steps = model.training_steps()  # the same logits as model.layers, faster
+    steps = model.training_steps()  # the same logits as model.layers, faster
+    _attach(model, peers)
+    try:
         for epoch in range(epochs):
             model.current_learning_rate = model.learning_rate * model.lr_decay**epoch
+            # every process draws the same order: their generators start equal
             order = model.rng.permutation(N) if shuffle else np.arange(N)
             start = time.perf_counter()
-            total_loss, correct = 0.0, 0
-            for b in range(num_batches):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                Xb, yb = X_train[idx], y_train[idx]
-                if augment is not None:
-                    Xb = augment(Xb, model.rng)
-                loss, logits = train_step(model, Xb, yb, steps)
-                total_loss += loss * len(idx)
-                # The largest logit is the likeliest class.
-                correct += int((logits.argmax(axis=1) == yb).sum())
-                progress.batch(
-                    epoch, b, min((b + 1) * batch_size, N), total_loss, correct
-                )
+            total_loss, correct, counted = 0.0, 0, 0
+            with _compute_limits(model, peers):
+                for b in range(num_batches):
+                    idx = order[b * batch_size : (b + 1) * batch_size]
+                    mine = slice(None) if peers is None else peers.share(len(idx))
+                    if augment is None:
+                        Xb = X_train[idx[mine]]
+                    else:
+                        # the whole batch, so that every process's generator draws
+                        # the same numbers
+                        Xb = augment(X_train[idx], model.rng)[mine]
+                    yb = y_train[idx[mine]]
+                    loss, logits = train_step(model, Xb, yb, steps, peers)
+                    total_loss += loss * len(idx)
+                    # The largest logit is the likeliest class.
+                    correct += int((logits.argmax(axis=1) == yb).sum())
+                    counted += len(yb)
+                    if leader:
+                        progress.batch(
+                            epoch,
+                            b,
+                            min((b + 1) * batch_size, N),
+                            total_loss,
+                            correct / counted,
+                        )
+            if peers is not None:
+                correct = int(peers.allsum(np.array([correct], np.float64))[0][0])
+            if not leader:
+                continue
             history["seconds"].append(time.perf_counter() - start)
             history["loss"].append(total_loss / N)
             history["accuracy"].append(correct / N)
             history["learning_rate"].append(model.current_learning_rate)
-            if validation_data is not None:
+            if validation is not None:
+                X_val, y_val = validation
+                # on model.threads: the other processes wait for the next epoch
                 logits = model.predict_logits(X_val)
                 history["val_loss"].append(cross_entropy_from_logits(logits, y_val))
                 history["val_accuracy"].append(
                     float((logits.argmax(axis=1) == y_val).mean())
                 )
             progress.epoch(epoch, history)
-    return history
+    finally:
+        _attach(model, None)
+    return history if leader else None
 
 
-def train_step(model, X, y, steps=None):
+def _check_parallel(model, N, batch_size, processes):
+    """Refuse what ``train(..., processes=P)`` cannot split: a layer that does not say
+    it can be, or a batch with fewer images than processes."""
+    for layer in model.layers:
+        if not getattr(layer, "data_parallel", False):
+            raise ValueError(
+                f"train: processes={processes} splits every batch between processes, "
+                f"and layer {layer!r} does not say it can be split: set "
+                f"{type(layer).__name__}.data_parallel = True if each image's output "
+                "depends on that image alone (see cnn.parallel)"
+            )
+    smallest = min(batch_size, N % batch_size or batch_size, N)
+    if smallest < processes:
+        raise ValueError(
+            f"train: processes={processes} needs at least {processes} images in every "
+            f"batch, and with {N} images in batches of {batch_size} one batch has "
+            f"{smallest}; choose a batch size that leaves none that small"
+        )
+
+
+def _attach(model, peers):
+    """Give every layer ``peers`` (:class:`cnn.parallel.Peers`, or None), which the
+    layers that mix the images of a batch (batch normalisation, dropout) use."""
+    for layer in model.layers:
+        if getattr(layer, "data_parallel", False):
+            layer.peers = peers
+
+
+def _compute_limits(model, peers):
+    """The threads a training step may use: ``model.threads`` in one process
+    (:func:`blas_limits`), one in each of several (they share the cores)."""
+    if peers is None:
+        return blas_limits(model)
+    stack = contextlib.ExitStack()
+    stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+    stack.enter_context(slice_threads(1))
+    return stack
+
+
+def train_step(model, X, y, steps=None, peers=None):
     """One step of gradient descent on the batch (X, y): forward, loss, backward,
     update.
 
@@ -124,16 +238,27 @@ def train_step(model, X, y, steps=None):
     or the faster ``model.training_steps()`` (the same logits). Returns the batch's mean
     cross-entropy before the update and its logits (N, num_classes). Raises
     FloatingPointError if training has diverged.
+
+    With ``peers`` (:class:`cnn.parallel.Peers`), X and y are this process's rows of a
+    batch that several processes compute together: the loss returned and the gradients
+    applied are the whole batch's, the logits this process's rows'.
     """
     logits = model.logits(X, training=True, steps=steps)
     # the loss and its gradient with respect to the logits
     loss, dlogits = softmax_cross_entropy(logits, y)
-    if not loss < DIVERGED_LOSS:  # also catches NaN
-        _diverged(model, f"the loss reached {loss:.3g}")
+    if peers is not None:
+        # in the whole batch's mean, each image weighs 1 / (the whole batch)
+        share = len(y) / peers.batch
+        loss *= share
+        dlogits *= dlogits.dtype.type(share)
     # overflow is detected below, with a clear message
     with np.errstate(over="ignore", invalid="ignore"):
         # every layer's grads, walking the steps backwards
         model.gradient(dlogits, steps)
+        if peers is not None:
+            loss = peers.sum_gradients(model.param_layers, loss)
+        if not loss < DIVERGED_LOSS:  # also catches NaN
+            _diverged(model, f"the loss reached {loss:.3g}")
         # then, and only then, every parameter is updated
         model.step()
     if not all(
@@ -210,14 +335,14 @@ class Progress:
         )
         self.live = verbose >= 1 and sys.stdout.isatty()
 
-    def batch(self, epoch, b, seen, total_loss, correct):
+    def batch(self, epoch, b, seen, total_loss, accuracy):
         live_now = self.live and b % max(1, self.num_batches // 50) == 0
         if live_now or (
             self.verbose >= 2 and b and b % max(1, self.num_batches // 10) == 0
         ):
             line = (
                 f"epoch {epoch + 1}/{self.epochs}  {seen:>6}/{self.N}  "
-                f"loss {total_loss / seen:.4f}  accuracy {correct / seen:.4f}"
+                f"loss {total_loss / seen:.4f}  accuracy {accuracy:.4f}"
             )
             print("\r" + line, end="", flush=True) if self.live else print(
                 line, flush=True
