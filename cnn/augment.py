@@ -266,6 +266,7 @@ def train_with_augmentation(
     augment=augment_batch,
     validation_data=None,
     verbose=1,
+    processes=1,
 ):
     """Train a :class:`cnn.model.Sequential` like its ``train``, augmenting every
     mini-batch on the fly.
@@ -289,6 +290,8 @@ def train_with_augmentation(
         Evaluated, without augmentation, at the end of every epoch.
     verbose : int
         0 silent, 1 one line per epoch.
+    processes : int
+        Processes that share every batch (:mod:`cnn.parallel`), as in ``train``.
 
     Returns
     -------
@@ -305,4 +308,5 @@ def train_with_augmentation(
         validation_data=validation_data,
         verbose=verbose,
         augment=augment,
+        processes=processes,
     )

@@ -157,6 +157,23 @@ def test_python_dash_m(tmp_path):
     assert "no such model file" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_train_in_two_processes(tmp_path):
+    """--processes 2 trains (in a Python of its own: this session has imported JAX,
+    which training refuses to fork) and saves a model that loads."""
+    out = tmp_path / "deep.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn", "train", "--model", "deep", "--epochs", "1"]
+        + ["--batch-size", "16", "--limit", "64", "--processes", "2"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1" in result.stdout and "test accuracy" in result.stdout
+    assert len(load_model(out).layers) == len(cnn.deep_cnn().layers)
+
+
 # ------------------------------------------------------------- predict and export
 
 
