@@ -113,23 +113,48 @@ class Adam(SGD):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.t = 0
         self.m, self.v = {}, {}
+        # arrays for the intermediate results, per parameter (not state)
+        self._scratch = {}
 
     def step(self, layers, learning_rate=None):
         lr = self.learning_rate if learning_rate is None else learning_rate
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        # both bias corrections in one factor
+        # both bias corrections in one factor (a NumPy float64)
         scale = lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for layer in layers:
             for name, p in layer.params.items():
                 g = layer.grads[name]
                 m = self.m.setdefault(id(p), np.zeros_like(p))
                 v = self.v.setdefault(id(p), np.zeros_like(p))
+                a, b, c = self._scratch_for(p, scale)
+                # The formulas above, in place, without allocating seven arrays per
+                # parameter and step; the same numbers as written out with
+                # temporaries (the step itself in float64, as `scale * m` computes it).
                 m *= b1
-                m += (1 - b1) * g
+                m += np.multiply(g, 1 - b1, out=a)
                 v *= b2
-                v += (1 - b2) * g * g
-                p -= (scale * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False)
+                np.multiply(g, 1 - b2, out=a)
+                v += np.multiply(a, g, out=a)
+                np.sqrt(v, out=b)
+                b += self.eps
+                np.multiply(m, scale, out=c)
+                np.divide(c, b, out=c)
+                np.copyto(a, c, casting="same_kind")  # rounded to p's dtype
+                p -= a
+
+    def _scratch_for(self, p, scale):
+        """Three arrays for the intermediate results of ``p``'s update: two like
+        ``p``, one in the dtype of ``scale * p``."""
+        scratch = self._scratch.get(id(p))
+        if scratch is None or scratch[0].shape != p.shape:
+            step_dtype = np.result_type(scale, p)
+            scratch = self._scratch[id(p)] = (
+                np.empty_like(p),
+                np.empty_like(p),
+                np.empty(p.shape, step_dtype),
+            )
+        return scratch
 
     def __repr__(self):
         return (

@@ -127,21 +127,36 @@ class Peers:
         return float(total[0])
 
     def _bank(self, dtype):
-        """The shared memory as (2 banks, processes, size) numbers of ``dtype``."""
+        """The shared memory as (2 banks, processes, size) numbers of ``dtype``.
+
+        Each process's part starts at the same byte whatever the dtype (room for
+        ``size`` float64 numbers), so that sums of different dtypes, one after the
+        other, use the same places and never overlap a part a peer still reads.
+        """
+        dtype = np.dtype(dtype)
         bank = self._banks.get(dtype)
         if bank is None:
-            count = 2 * self.processes * self.size
-            bank = np.frombuffer(self._memory, dtype=dtype, count=count)
-            bank = self._banks[dtype] = bank.reshape(2, self.processes, self.size)
+            if dtype.itemsize > 8:
+                raise TypeError(
+                    f"Peers.allsum: numbers of at most 8 bytes; got {dtype}"
+                )
+            slot = 8 * self.size  # bytes
+            bank = self._banks[dtype] = np.ndarray(
+                (2, self.processes, self.size),
+                dtype,
+                buffer=self._memory,
+                strides=(self.processes * slot, slot, dtype.itemsize),
+            )
         return bank
 
     def _exchange(self):
         """Tell every peer that this process's part is written; wait until theirs
         are."""
-        self._written[self.rank] = self._count
         for (a, _), (_, write) in self._pipes.items():
             if a == self.rank:
                 os.write(write, b"\0")
+        # after the bytes: a peer that sees the count finds its byte there already
+        self._written[self.rank] = self._count
         for (a, b), (read, _) in self._pipes.items():
             if b != self.rank:
                 continue

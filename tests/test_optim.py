@@ -136,6 +136,27 @@ def test_adam_matches_hand_written_reference(eps, efficient):
     assert_allclose(q.layer.biases, expected["biases"], rtol=1e-12)
 
 
+def test_adam_in_place_gives_the_bits_of_the_formula_with_temporaries():
+    """In float32, three steps of the in-place update equal, bit for bit, the formula
+    evaluated with temporary arrays (its step in float64, as ``scale * m`` is)."""
+    rng = np.random.default_rng(7)
+    p = rng.standard_normal((7, 5)).astype(np.float32)
+    layer = FullyConnectedLayer(7, 5, rng=0)
+    layer.weights[...] = p
+    opt = Adam(learning_rate=0.01)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t in range(1, 4):
+        g = rng.standard_normal(p.shape).astype(np.float32)
+        layer.grads = {"weights": g, "biases": np.zeros(5, np.float32)}
+        opt.step([layer])
+        m = 0.9 * m + (1 - 0.9) * g
+        v = 0.999 * v + (1 - 0.999) * g * g
+        scale = 0.01 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        p = p - (scale * m / (np.sqrt(v) + 1e-8)).astype(np.float32)
+        assert p.dtype == np.float32
+        np.testing.assert_array_equal(layer.weights, p)
+
+
 def test_adam_first_step_has_size_lr_per_parameter():
     """With bias correction, Adam's first step moves every parameter by lr (times the
     sign of its gradient)."""

@@ -166,6 +166,38 @@ print(json.dumps(run(3, 10, work)))
         assert b == [(np.arange(4.0) * 6).tolist(), "float64", [4]]
 
 
+def test_sums_of_other_dtypes_never_overwrite_a_part_still_read():
+    """float32 and float64 sums in turns, in three processes, one of which reads each
+    sum 5 ms late: a faster process's next part must not land where the late one is
+    still reading (each part starts at the same byte whatever the dtype)."""
+    found = fresh_python(
+        """
+import json, time
+import numpy as np
+from cnn.parallel import Peers, run
+
+exchange = Peers._exchange
+
+def late_exchange(self):
+    exchange(self)
+    if self.rank == 2:
+        time.sleep(0.005)
+
+Peers._exchange = late_exchange
+
+def work(peers):
+    sums = []
+    for i in range(8):
+        dtype = np.float64 if i // 2 % 2 else np.float32  # both dtypes in both banks
+        sums.append(peers.allsum(np.full(6, peers.rank + 10 * i, dtype))[0].tolist())
+    return sums
+
+print(json.dumps(run(3, 6, work)))
+"""
+    )
+    assert found == [[3.0 + 30 * i] * 6 for i in range(8)]
+
+
 def test_a_failing_process_stops_the_training_with_its_error():
     """A layer that fails only in a forked process: the training stops with
     PeerStopped, which carries that process's traceback."""
