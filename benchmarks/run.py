@@ -5,9 +5,9 @@ image size. Never run by the tests.
 
 Every system is timed in a process of its own, one after another, so NumPy's BLAS
 threads and a framework's thread pool never compete; the systems take turns (ours,
-Keras, PyTorch, ours, ...) for several rounds, so that a slow spell of the machine does
-not fall on one system only. Prints a table, with our time over each framework's for
-both networks, and writes ``benchmarks/results/latest.json``.
+ours on two processes, Keras, PyTorch, ours, ...) for several rounds, so that a slow
+spell of the machine does not fall on one system only. Prints a table, with our time
+over each framework's for both networks, and writes ``benchmarks/results/latest.json``.
 
     python benchmarks/run.py                 # everything (several minutes on 2 cores)
     python benchmarks/run.py --quick         # smaller subsets, for a smoke test
@@ -65,10 +65,19 @@ def worker_ours(name, n, batch_size, impl, epochs=1, processes=1):
         verbose=0,
         processes=processes,
     )
+    # Processes fork afresh for every train(), and their first batches pay for copying
+    # the memory pages both come to write: with processes, one more epoch first, not
+    # timed (a warm-up in the same processes, as the frameworks' are in theirs).
+    extra = 1 if processes > 1 else 0
     history = model.train(
-        X, y, epochs=epochs, batch_size=batch_size, verbose=0, processes=processes
+        X,
+        y,
+        epochs=epochs + extra,
+        batch_size=batch_size,
+        verbose=0,
+        processes=processes,
     )
-    return {"epoch_seconds": history["seconds"], "images": n}
+    return {"epoch_seconds": history["seconds"][extra:], "images": n}
 
 
 def _optimizer(model):
@@ -438,12 +447,12 @@ def main(argv=None):
     has_torch = importlib.util.find_spec("torch") is not None
     if not has_torch:
         print(f"  {TORCH_MISSING} (its rows are left out)")
-    # For each network, ours, Keras and PyTorch take turns, each in a process of its
-    # own, for three rounds, so that a slow spell of the machine does not fall on one
-    # system only; each row is the median of its epochs (the best is kept too).
-    # SimpleCNN: two epochs per turn, batches of 32. deep_cnn: one epoch of a quarter of
-    # the images per turn, batches of 64 (DEEP_CNN_TRAINING). The loop version is timed
-    # once, on a few batches.
+    # For each network, ours (on one process and on two), Keras and PyTorch take turns,
+    # each in a process of its own, for three rounds, so that a slow spell of the
+    # machine does not fall on one system only; each row is the median of its epochs
+    # (the best is kept too). SimpleCNN: two epochs per turn, batches of 32. deep_cnn:
+    # one epoch of a quarter of the images per turn, batches of 64 (DEEP_CNN_TRAINING).
+    # The loop version is timed once, on a few batches.
     rounds = 1 if args.quick else 3
     peers = [("keras", keras)] + ([("torch", pytorch)] if has_torch else [])
 
