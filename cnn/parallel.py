@@ -34,8 +34,9 @@ import traceback
 
 import numpy as np
 
-#: How long a process waits awake for a peer's part before it blocks on the pipe.
-SPIN_SECONDS = 200e-6
+#: How long a process waits awake for a peer's part before it blocks on the pipe (a
+#: blocked process takes tens of microseconds to wake; each process has its own core).
+SPIN_SECONDS = 1e-3
 
 
 class PeerStopped(RuntimeError):
@@ -70,7 +71,7 @@ class Peers:
         self._count = 0
         # one pipe per ordered pair (a, b): a writes a byte when its part is there
         self._pipes = {
-            (a, b): os.pipe()
+            (a, b): dict(zip(("read", "write"), os.pipe(), strict=True))
             for a in range(processes)
             for b in range(processes)
             if a != b
@@ -80,11 +81,19 @@ class Peers:
         """Be process ``rank``: keep its ends of the pipes and close the others, so
         that a process that stops closes the only ends its peers read from."""
         self.rank = rank
-        for (a, b), (read, write) in self._pipes.items():
+        for (a, b), ends in self._pipes.items():
             if a != rank:
-                os.close(write)
+                os.close(ends.pop("write"))
             if b != rank:
-                os.close(read)
+                os.close(ends.pop("read"))
+
+    def close(self):
+        """Close this process's ends of the pipes and let go of the shared memory."""
+        for ends in self._pipes.values():
+            for fd in ends.values():
+                os.close(fd)
+        self._pipes, self._banks, self._written = {}, {}, None
+        self._memory.close()
 
     def share(self, n):
         """The rows that this process computes of a batch of ``n`` images (a slice),
@@ -118,7 +127,10 @@ class Peers:
         """Replace every layer's ``grads`` by their sums over the processes; return the
         sum of ``loss`` (this process's share of the batch's mean loss)."""
         grads = [(layer, name) for layer in layers for name in layer.grads]
-        dtype = np.result_type(*(layer.grads[name] for layer, name in grads))
+        # the gradients' dtype (float32 at least, also where there are none)
+        dtype = np.result_type(
+            np.float32, *(layer.grads[name] for layer, name in grads)
+        )
         *sums, total = self.allsum(
             *(layer.grads[name] for layer, name in grads), np.array([loss], dtype)
         )
@@ -152,12 +164,12 @@ class Peers:
     def _exchange(self):
         """Tell every peer that this process's part is written; wait until theirs
         are."""
-        for (a, _), (_, write) in self._pipes.items():
+        for (a, _), ends in self._pipes.items():
             if a == self.rank:
-                os.write(write, b"\0")
+                os.write(ends["write"], b"\0")
         # after the bytes: a peer that sees the count finds its byte there already
         self._written[self.rank] = self._count
-        for (a, b), (read, _) in self._pipes.items():
+        for (a, b), ends in self._pipes.items():
             if b != self.rank:
                 continue
             # A short wait, awake, for the count: the part is usually there within
@@ -167,7 +179,7 @@ class Peers:
             deadline = time.perf_counter() + SPIN_SECONDS
             while self._written[a] < self._count and time.perf_counter() < deadline:
                 pass
-            if not os.read(read, 1):
+            if not os.read(ends["read"], 1):
                 # the end of the pipe: process a has stopped
                 raise PeerStopped(f"training process {a} stopped")
 
@@ -213,6 +225,8 @@ def run(processes, size, work):
         for child in children.values():
             _stop(*child, kill=True)
         raise
+    finally:
+        peers.close()
     for child in children.values():
         _stop(*child, kill=False)
     return result

@@ -139,6 +139,25 @@ print(json.dumps({
     assert found["largest_difference"] < 1e-5
 
 
+def test_a_training_leaves_no_file_open():
+    """The pipes between the processes and the shared memory are closed when the
+    training ends, however often it is called."""
+    found = fresh_python(
+        """
+import json, os
+import cnn
+(X, y), _ = cnn.load_mnist_prepared()
+model = cnn.SimpleCNN(seed=0)
+open_files = lambda: len(os.listdir("/proc/self/fd"))
+before = open_files()
+for _ in range(3):
+    model.train(X[:64], y[:64], epochs=1, batch_size=16, verbose=0, processes=3)
+print(json.dumps([before, open_files()]))
+"""
+    )
+    assert found[0] == found[1]
+
+
 def test_sums_over_peers_keep_shapes_and_dtypes():
     """Peers.allsum in three processes: each process's arrays are summed element by
     element, in their shapes and dtype, sum after sum."""
