@@ -93,18 +93,22 @@ def train(
     progress = Progress(verbose, epochs, N, -(-N // batch_size))
 
     def work(peers):
-        return _train_epochs(
-            model,
-            X_train,
-            y_train,
-            epochs,
-            batch_size,
-            validation_data,
-            shuffle,
-            augment,
-            progress,
-            peers,
-        )
+        _attach(model, peers)
+        try:
+            return _train_epochs(
+                model,
+                X_train,
+                y_train,
+                epochs,
+                batch_size,
+                validation_data,
+                shuffle,
+                augment,
+                progress,
+                peers,
+            )
+        finally:
+            _attach(model, None)
 
     if processes == 1:
         return work(None)
@@ -137,58 +141,55 @@ def _train_epochs(
     N = len(X_train)
     num_batches = -(-N // batch_size)
     steps = model.training_steps()  # the same logits as model.layers, faster
-    _attach(model, peers)
-    try:
-        for epoch in range(epochs):
-            model.current_learning_rate = model.learning_rate * model.lr_decay**epoch
-            # every process draws the same order: their generators start equal
-            order = model.rng.permutation(N) if shuffle else np.arange(N)
-            start = time.perf_counter()
-            total_loss, correct, counted = 0.0, 0, 0
-            with _compute_limits(model, peers):
-                for b in range(num_batches):
-                    idx = order[b * batch_size : (b + 1) * batch_size]
-                    mine = slice(None) if peers is None else peers.share(len(idx))
-                    if augment is None:
-                        Xb = X_train[idx[mine]]
-                    else:
-                        # the whole batch, so that every process's generator draws
-                        # the same numbers
-                        Xb = augment(X_train[idx], model.rng)[mine]
-                    yb = y_train[idx[mine]]
-                    loss, logits = train_step(model, Xb, yb, steps, peers)
-                    total_loss += loss * len(idx)
-                    # The largest logit is the likeliest class.
-                    correct += int((logits.argmax(axis=1) == yb).sum())
-                    counted += len(yb)
-                    if leader:
-                        progress.batch(
-                            epoch,
-                            b,
-                            min((b + 1) * batch_size, N),
-                            total_loss,
-                            correct / counted,
-                        )
-            if peers is not None:
-                correct = int(peers.allsum(np.array([correct], np.float64))[0][0])
-            if not leader:
-                continue
+    for epoch in range(epochs):
+        model.current_learning_rate = model.learning_rate * model.lr_decay**epoch
+        order = model.rng.permutation(N) if shuffle else np.arange(N)
+        start = time.perf_counter()
+        total_loss, correct, counted = 0.0, 0, 0
+        with _compute_limits(model, peers):
+            for b in range(num_batches):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                Xb, yb = _batch(X_train, y_train, idx, augment, model.rng, peers)
+                loss, logits = train_step(model, Xb, yb, steps, peers)
+                total_loss += loss * len(idx)
+                # The largest logit is the likeliest class.
+                correct += int((logits.argmax(axis=1) == yb).sum())
+                counted += len(yb)
+                if leader:
+                    progress.batch(
+                        epoch,
+                        b,
+                        min((b + 1) * batch_size, N),
+                        total_loss,
+                        correct / counted,
+                    )
+        if peers is not None:  # the correct answers of all the processes
+            correct = int(peers.allsum(np.array([correct], np.float64))[0][0])
+        if leader:
             history["seconds"].append(time.perf_counter() - start)
             history["loss"].append(total_loss / N)
             history["accuracy"].append(correct / N)
             history["learning_rate"].append(model.current_learning_rate)
             if validation is not None:
                 X_val, y_val = validation
-                # on model.threads: the other processes wait for the next epoch
                 logits = model.predict_logits(X_val)
                 history["val_loss"].append(cross_entropy_from_logits(logits, y_val))
                 history["val_accuracy"].append(
                     float((logits.argmax(axis=1) == y_val).mean())
                 )
             progress.epoch(epoch, history)
-    finally:
-        _attach(model, None)
     return history if leader else None
+
+
+def _batch(X_train, y_train, idx, augment, rng, peers):
+    """The mini-batch of the images ``idx``, transformed by ``augment(X, rng)`` if it
+    is given; with ``peers``, this process's rows of it."""
+    mine = slice(None) if peers is None else peers.share(len(idx))
+    if augment is None:
+        return X_train[idx[mine]], y_train[idx[mine]]
+    # X_train[idx] is a copy: the training data are not changed. With peers, every
+    # process transforms the whole batch, so that their generators stay equal.
+    return augment(X_train[idx], rng)[mine], y_train[idx[mine]]
 
 
 def _check_parallel(model, N, batch_size, processes):
