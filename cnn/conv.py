@@ -511,13 +511,15 @@ class ConvLayer(Layer):
     impl : {"vectorized", "loops"}
         ``"loops"`` runs :func:`conv_forward_loops` and :func:`conv_backward_loops`
         instead (slow, for teaching).
-    algorithm : {"auto", "im2col", "shifts"}
+    algorithm : {"auto", "im2col", "shifts", "grid"}
         The vectorised implementation's algorithm: one product with the im2col
-        columns, or ``K*K`` products with shifted views of the padded batch and no copy
-        (:mod:`cnn.conv_shifts`, stride 1 only). ``"auto"`` picks the shifts where they
-        were measured faster: for a suitable geometry
-        (:func:`cnn.conv_shifts.use_shifts`) on one thread. The results agree to float
-        rounding.
+        columns; ``K*K`` products with shifted views of the padded batch and no copy
+        (:mod:`cnn.conv_shifts`, stride 1 only); or one product with those views copied
+        into columns, im2col on the grid (stride 1 only). ``"auto"`` picks what was
+        measured fastest: on one thread, the shifts for a suitable geometry
+        (:func:`cnn.conv_shifts.use_shifts`), else the grid where it applies
+        (:func:`cnn.conv_shifts.use_grid`), else im2col; on two threads, im2col. The
+        results agree to float rounding.
 
     Attributes
     ----------
@@ -605,8 +607,11 @@ class ConvLayer(Layer):
             out = conv_forward_loops(X, self.weights, self.biases, s, p)
             self._cache = X if training else None
             return out
-        if self._uses_shifts(X.shape):
-            out = self._forward_shifts(X, F, OH, OW)
+        algorithm = self._algorithm_for(X.shape)
+        if algorithm != "im2col":
+            out = (
+                self._forward_shifts if algorithm == "shifts" else self._forward_grid
+            )(X, F, OH, OW)
             self._cache = X if training else None
             return out
         # The bias trick: one extra row of ones at the bottom of `cols` and the biases
@@ -635,35 +640,44 @@ class ConvLayer(Layer):
     def _check_algorithm(self):
         """Refuse an unknown ``algorithm``, or the shifts where they cannot compute this
         layer (checked again at each pass: the attribute may have been changed)."""
-        if self.algorithm not in ("auto", "im2col", "shifts"):
+        if self.algorithm not in ("auto", "im2col", "shifts", "grid"):
             raise ValueError(
-                "ConvLayer: algorithm must be 'auto', 'im2col' or 'shifts'; "
+                "ConvLayer: algorithm must be 'auto', 'im2col', 'shifts' or 'grid'; "
                 f"got {self.algorithm!r}"
             )
-        if self.algorithm == "shifts" and self.stride != 1:
+        on_grid = self.algorithm in ("shifts", "grid")
+        if on_grid and self.stride != 1:
             raise ValueError(
-                "ConvLayer: algorithm='shifts' needs stride 1 (the shifted views move "
-                f"by one pixel); got stride={self.stride}. Use 'auto' or 'im2col'"
+                f"ConvLayer: algorithm={self.algorithm!r} needs stride 1 (the shifted "
+                f"views move by one pixel); got stride={self.stride}. Use 'auto' or "
+                "'im2col'"
             )
-        if self.algorithm == "shifts" and self.padding > self.filter_size - 1:
+        if on_grid and self.padding > self.filter_size - 1:
             raise ValueError(
-                "ConvLayer: algorithm='shifts' needs padding <= filter_size - 1; got "
-                f"padding={self.padding} with filter_size={self.filter_size}. Use "
-                "'auto' or 'im2col'"
+                f"ConvLayer: algorithm={self.algorithm!r} needs padding <= "
+                f"filter_size - 1; got padding={self.padding} with "
+                f"filter_size={self.filter_size}. Use 'auto' or 'im2col'"
             )
 
-    def _uses_shifts(self, X_shape):
-        """Whether this batch runs :mod:`cnn.conv_shifts`: if asked for, or with
-        ``"auto"``, for a geometry that suits them (:func:`conv_shifts.use_shifts`) when
-        one thread runs the slices. In two threads their many short products and
-        additions gained nothing over one thread (deep_cnn's second layer: 5.0 ms
-        forward either way), while im2col's long ones did (6.7 to 4.6 ms)."""
+    def _algorithm_for(self, X_shape):
+        """The algorithm this batch runs: the one asked for, or with ``"auto"``, when
+        one thread runs the slices, the shifted products for a geometry that suits them
+        (:func:`conv_shifts.use_shifts`), else the grid's columns where they apply
+        (:func:`conv_shifts.use_grid`), else im2col; in two threads, im2col. There the
+        shifts' many short products and additions gained nothing over one thread
+        (deep_cnn's second layer: 5.0 ms forward either way), while im2col's long ones
+        did (6.7 to 4.6 ms); the grid's columns were no faster than im2col in two
+        threads, two copies at once sharing one memory bus."""
         self._check_algorithm()
         if self.algorithm != "auto":
-            return self.algorithm == "shifts"
+            return self.algorithm
         C, H, W = X_shape[1:]
         K, s, p = self.filter_size, self.stride, self.padding
-        return threads.workers() == 1 and conv_shifts.use_shifts(C, H, W, K, s, p)
+        if threads.workers() > 1:
+            return "im2col"
+        if conv_shifts.use_shifts(C, H, W, K, s, p):
+            return "shifts"
+        return "grid" if conv_shifts.use_grid(C, K, s, p) else "im2col"
 
     def _shift_slices(self, X_shape):
         """:func:`batch_slices` for the shifted products, whose buffers per image hold
@@ -734,6 +748,66 @@ class ConvLayer(Layer):
             return None
         return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
 
+    def _grid_slices(self, X_shape):
+        """:func:`batch_slices` for the grid's columns, whose (C*K*K + 1, n * grid)
+        matrix is the largest buffer, as im2col's is."""
+        N, C, H, W = X_shape
+        K, p = self.filter_size, self.padding
+        grid_bytes = (H + p) * (W + p) * self.weights.itemsize  # per channel
+        return batch_slices(N, (C * K * K + 1) * grid_bytes, at_least=threads.workers())
+
+    def _forward_grid(self, X, F, OH, OW):
+        weights = self._weights_and_biases()  # (F, C*K*K + 1), the bias trick
+        out = np.empty((F, X.shape[0] * OH * OW), dtype=np.result_type(X, weights))
+
+        def one_slice(part):
+            n = part.stop - part.start
+            target = out[:, part.start * OH * OW : part.stop * OH * OW]
+            conv_shifts.grid_forward_slice(
+                X[part],
+                weights,
+                self.filter_size,
+                self.padding,
+                target.reshape(F, n, OH, OW),
+                threads.local(self._workspace),
+            )
+
+        threads.map_slices(one_slice, self._grid_slices(X.shape))
+        return out.reshape(F, X.shape[0], OH, OW).transpose(1, 0, 2, 3)
+
+    def _gradient_grid(self, X, dout, input_grad):
+        N, C, H, W = X.shape
+        flipped = flipped_filters(self.weights) if input_grad else None
+        dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
+
+        def one_slice(part):
+            target = None
+            if input_grad:
+                n = part.stop - part.start
+                target = dX[:, part.start * H * W : part.stop * H * W]
+                target = target.reshape(C, n, H, W)
+            return conv_shifts.grid_backward_slice(
+                X[part],
+                dout[part],
+                self.weights,
+                flipped,
+                self.padding,
+                target,
+                threads.local(self._workspace),
+            )
+
+        # the slices' (F, C*K*K + 1) gradients, summed
+        d_weights_and_biases = np.sum(
+            threads.map_slices(one_slice, self._grid_slices(X.shape)), axis=0
+        )
+        self.set_grads(
+            weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
+            biases=d_weights_and_biases[:, -1],
+        )
+        if not input_grad:
+            return None
+        return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
+
     def _slices(self, X_shape, pixels):
         """Pairs (images, columns): a :func:`batch_slices` slice of the batch and the
         slice of the product's columns (``pixels`` per image) that it fills."""
@@ -790,8 +864,11 @@ class ConvLayer(Layer):
             dX, dW, db = conv_backward_loops(X, self.weights, dout, s, p)
             self.set_grads(weights=dW, biases=db)
             return dX if input_grad else None
-        if self._uses_shifts(X.shape):
+        algorithm = self._algorithm_for(X.shape)
+        if algorithm == "shifts":
             return self._gradient_shifts(X, dout, input_grad)
+        if algorithm == "grid":
+            return self._gradient_grid(X, dout, input_grad)
         dout_F = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
         dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
 

@@ -1,8 +1,11 @@
-"""Convolution as ``K*K`` shifted matrix products on a padded grid: no im2col copy.
+"""Convolution on a padded grid: as ``K*K`` shifted matrix products with no im2col copy
+(``algorithm="shifts"``), or as im2col's one product with columns copied from the grid
+in long runs (``algorithm="grid"``, at the end of this module).
 
-Explained in the chapter *Performance*. This is the other vectorised algorithm of
-:class:`cnn.conv.ConvLayer` (``algorithm="shifts"``); the layer chooses it for stride 1
-when the padding adds few pixels (:func:`use_shifts`) and one thread runs the slices.
+Explained in the chapter *Performance*. These are the other vectorised algorithms of
+:class:`cnn.conv.ConvLayer`; on one thread the layer chooses the shifts for stride 1
+when the padding adds few pixels (:func:`use_shifts`), and the grid's columns for the
+other stride-1 layers with several channels (:func:`use_grid`).
 
 The idea. Lay a slice of ``n`` zero-padded images out channel by channel, each channel
 flattened into one row of numbers (:func:`grid_geometry`: rows of width ``Wg``, one
@@ -205,3 +208,125 @@ def backward_slice(X, dout, taps_flipped, padding, dX, workspace):
         shifted_products(taps_flipped, drows, Wgf, K, Lf, result, workspace)
         from_grid(result, Hbf, Wgf, dX)
     return d_taps
+
+
+# ---------------------------------------------------------------- the grid's columns
+# algorithm="grid": im2col on the grid. The K*K shifted views above are copied one under
+# another into one tall matrix, and the convolution is one product, as with im2col. But
+# each row of that matrix is a view's row, one contiguous run of L numbers, where
+# im2col's rows are gathered from runs of OW numbers (14 at deep_cnn's 14x14 layers):
+# the same numbers are copied, in a few long copies instead of many short ones. The
+# product covers the grid's positions, so it does (growth - 1) more work than im2col's.
+
+
+def use_grid(C, K, stride, padding):
+    """Whether :class:`cnn.conv.ConvLayer` with ``algorithm="auto"`` uses the grid's
+    columns where it does not use the shifted products: stride 1, a padding the grid
+    can hold (at most ``K - 1``), and more than one channel (with one, im2col's
+    product in blocks was faster: deep_cnn's first layer)."""
+    return stride == 1 and padding <= K - 1 and C >= 2
+
+
+def grid_columns(rows, K, Wg, L, out):
+    """The ``K*K`` shifted views of ``rows`` (R, G), stacked into ``out`` (at least
+    ``R*K*K`` rows and ``L`` columns): row ``r*K*K + ki*K + kj`` of ``out`` is
+    ``rows[r, ki*Wg + kj : ki*Wg + kj + L]``, in the ``(R, K, K)`` order of a filter, as
+    in :func:`cnn.conv.im2col`. Each copy is ``R`` contiguous runs of ``L`` numbers."""
+    R = rows.shape[0]
+    stacked = out[: R * K * K].reshape(R, K * K, out.shape[1])
+    for k in range(K * K):
+        start = (k // K) * Wg + k % K
+        stacked[:, k, :L] = rows[:, start : start + L]
+    return out
+
+
+def add_grid_columns(dcols, K, Wg, L, out):
+    """The adjoint of :func:`grid_columns`: add row ``r*K*K + k`` of ``dcols``
+    (R*K*K, L) onto ``out[r]`` (R, G) at the offset of tap ``k``."""
+    R = out.shape[0]
+    stacked = dcols.reshape(R, K * K, L)
+    for k in range(K * K):
+        start = (k // K) * Wg + k % K
+        out[:, start : start + L] += stacked[:, k]
+    return out
+
+
+def columns_product(A, cols, L, out):
+    """``out[:, :L] = A @ cols[:, :L]``: the product over the grid's first ``L``
+    positions (the rest are never output positions)."""
+    np.matmul(A, cols[:, :L], out=out[:, :L])
+    return out
+
+
+def columns_gradient(dgrid, cols, L):
+    """``dgrid[:, :L] @ cols[:, :L].T`` (M, rows of ``cols``), computed as
+    ``(cols @ dgrid.T).T``, which ran faster with the BLAS we measured (as in
+    :func:`cnn.conv.matmul_in_blocks`)."""
+    return (cols[:, :L] @ dgrid[:, :L].T).T
+
+
+def _ones_below(workspace, name, rows, columns, dtype):
+    """A kept (rows + 1, columns) buffer whose last row is ones (the bias trick's)."""
+    cols = grid(workspace, name, (rows + 1, columns), dtype)
+    cols[-1] = 1
+    return cols
+
+
+def grid_forward_slice(X, weights_and_biases, K, padding, out, workspace):
+    """The convolution of one slice ``X`` (n, C, H, W), stride 1, with the grid's
+    columns: ``weights_and_biases`` (F, C*K*K + 1) holds the filters as rows and the
+    biases as a last column (the bias trick); writes ``out`` (F, n, OH, OW)."""
+    n, C, H, W = X.shape
+    Hb, Wg, _, L = grid_geometry(n, H, W, padding, K)
+    rows = padded_rows(X, padding, workspace)
+    cols = _ones_below(workspace, "grid_cols", C * K * K, n * Hb * Wg, X.dtype)
+    grid_columns(rows, K, Wg, L, cols)
+    result = grid(workspace, "result", (out.shape[0], n * Hb * Wg), out.dtype)
+    columns_product(weights_and_biases, cols, L, result)
+    from_grid(result, Hb, Wg, out)
+
+
+def grid_backward_slice(X, dout, weights, flipped, padding, dX, workspace):
+    """The gradients of one slice with the grid's columns: returns the (F, C*K*K + 1)
+    gradient of the weights (as rows) and of the biases (last column), and writes the
+    input's gradient (C, n, H, W) into ``dX`` unless it is None.
+
+    ``weights`` is (F, C, K, K), ``flipped`` their flipped filters (C, F*K*K)
+    (:func:`cnn.conv.flipped_filters`).
+
+    The input's gradient is a gather, the full correlation of the padded ``dout`` with
+    the flipped filters (:func:`cnn.conv.conv_input_gradient`), when there are no more
+    filters than channels; with more filters, a scatter, which copies fewer rows:
+    ``W.T @ dout`` on the grid, each tap's rows added back at its offset.
+    """
+    n, C, H, W = X.shape
+    F, OH, OW = dout.shape[1:]
+    K = H + 2 * padding - OH + 1
+    Hb, Wg, G, L = grid_geometry(n, H, W, padding, K)
+    rows = padded_rows(X, padding, workspace)
+    cols = _ones_below(workspace, "grid_cols", C * K * K, n * Hb * Wg, X.dtype)
+    grid_columns(rows, K, Wg, L, cols)
+    # dout at the output positions, zero elsewhere: the other positions add nothing
+    dgrid = to_grid(dout, Hb, Wg, workspace)
+    d_weights = columns_gradient(dgrid, cols, L)
+    if dX is None:
+        return d_weights
+    if F <= C:
+        full = K - 1 - padding
+        Hbf, Wgf, _, Lf = grid_geometry(n, OH, OW, full, K)
+        drows = padded_rows(dout, full, workspace, "dout_padded")
+        dcols = grid(workspace, "dout_cols", (F * K * K, n * Hbf * Wgf), dout.dtype)
+        grid_columns(drows, K, Wgf, Lf, dcols)
+        result = grid(workspace, "dx_result", (C, n * Hbf * Wgf), dout.dtype)
+        columns_product(flipped, dcols, Lf, result)
+        from_grid(result, Hbf, Wgf, dX)
+    else:
+        dcols = grid(workspace, "dx_cols", (C * K * K, L), dout.dtype)
+        columns_product(weights.reshape(F, -1).T, dgrid, L, dcols)
+        drows = grid(workspace, "dx_grid", (C, G), dout.dtype)
+        drows[...] = 0
+        add_grid_columns(dcols, K, Wg, L, drows)
+        start = padding + padding * Wg  # the images' first row, as in padded_rows
+        images = drows[:, start : start + n * Hb * Wg].reshape(C, n, Hb, Wg)
+        dX[...] = images[:, :, :H, :W]
+    return d_weights

@@ -40,6 +40,8 @@ _FUNCTIONS = {
         # with the additions of their terms
         (conv_shifts, "shifted_products"),
         (conv_shifts, "tap_gradients"),
+        (conv_shifts, "columns_product"),
+        (conv_shifts, "columns_gradient"),
     ],
     "copies (im2col, col2im, grids)": [
         (conv, "im2col"),
@@ -47,6 +49,8 @@ _FUNCTIONS = {
         (conv_shifts, "padded_rows"),
         (conv_shifts, "from_grid"),
         (conv_shifts, "to_grid"),
+        (conv_shifts, "grid_columns"),
+        (conv_shifts, "add_grid_columns"),
     ],
     "pooling": [(conv_maxpool, "max_with_winner"), (conv_maxpool, "route_to_winner")],
     "ReLU, dropout, flatten, loss": [(train, "softmax_cross_entropy")],

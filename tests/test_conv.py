@@ -850,12 +850,33 @@ def test_shifted_products_equal_the_loops_in_uneven_slices(
     assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("case", SHIFT_CASES, ids=case_id)
-def test_shifted_products_match_jax_and_numerical_gradients(rng, case):
-    """algorithm='shifts': output and vector-Jacobian product equal JAX's, and dX, dW,
-    db agree with centred differences."""
+def test_grid_columns_equal_the_loops_in_uneven_slices(rng, monkeypatch, case, workers):
+    """algorithm='grid': forward, dX (the gather where F <= C, the scatter where F > C),
+    dW and db equal the loop version, with a slice budget that cuts a batch of 7 into
+    three uneven slices (one thread, and two side by side), twice in a row (the kept
+    buffers' zero borders stay zero)."""
+    _, C, H, W, F, K, s, p = case
+    layer = make_conv(F, C, K, s, p, algorithm="grid")
+    per_image = (C * K * K + 1) * (H + p) * (W + p) * 8
+    monkeypatch.setattr(cnn.conv, "SLICE_BYTES", 3 * per_image)
+    slices = layer._grid_slices((7, C, H, W))
+    assert [part.stop - part.start for part in slices] == [2, 2, 3]
+    for _ in range(2):
+        X = rng.standard_normal((7, C, H, W))
+        dout, dW = assert_passes_equal_the_loops(layer, X, rng, workers)
+    assert layer.gradient(dout, input_grad=False) is None
+    assert_allclose(layer.grads["weights"], dW, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["shifts", "grid"])
+@pytest.mark.parametrize("case", SHIFT_CASES, ids=case_id)
+def test_grid_algorithms_match_jax_and_numerical_gradients(rng, case, algorithm):
+    """algorithm='shifts' and 'grid': output and vector-Jacobian product equal JAX's,
+    and dX, dW, db agree with centred differences."""
     N, C, H, W, F, K, s, p = case
-    layer = make_conv(F, C, K, s, p, algorithm="shifts")
+    layer = make_conv(F, C, K, s, p, algorithm=algorithm)
     X = rng.standard_normal((N, C, H, W))
     out = layer.forward(X)
     dout = rng.standard_normal(out.shape)
@@ -878,47 +899,56 @@ def stride_one_geometry(draw, max_size=7):
     return N, C, H, W, F, K, 1, padding
 
 
+@pytest.mark.parametrize("algorithm", ["shifts", "grid"])
 @settings(max_examples=30)
 @given(stride_one_geometry(), seeds)
-def test_shifted_products_equal_im2col_for_any_geometry(geometry, seed):
-    """The two vectorised algorithms agree, forward and backward, for any stride-1
-    geometry."""
+def test_grid_algorithms_equal_im2col_for_any_geometry(algorithm, geometry, seed):
+    """The vectorised algorithms agree with im2col, forward and backward, for any
+    stride-1 geometry."""
     N, C, H, W, F, K, s, p = geometry
     rng = np.random.default_rng(seed)
-    shifts, cols = (
-        make_conv(F, C, K, s, p, seed=seed % 1000, algorithm=algorithm)
-        for algorithm in ("shifts", "im2col")
+    other, cols = (
+        make_conv(F, C, K, s, p, seed=seed % 1000, algorithm=name)
+        for name in (algorithm, "im2col")
     )
     X = rng.standard_normal((N, C, H, W))
-    out = shifts.forward(X)
+    out = other.forward(X)
     assert_allclose(out, cols.forward(X), rtol=1e-11, atol=1e-12)
     dout = rng.standard_normal(out.shape)
-    assert_allclose(shifts.gradient(dout), cols.gradient(dout), rtol=1e-11, atol=1e-12)
+    assert_allclose(other.gradient(dout), cols.gradient(dout), rtol=1e-11, atol=1e-12)
     for name in ("weights", "biases"):
-        assert_allclose(shifts.grads[name], cols.grads[name], rtol=1e-11, atol=1e-12)
+        assert_allclose(other.grads[name], cols.grads[name], rtol=1e-11, atol=1e-12)
 
 
-def test_shifted_products_in_float32_agree_with_im2col(rng):
-    """At deep_cnn's second layer (16 channels of 28x28, padding 1), in float32, the two
-    algorithms agree to float32 rounding."""
-    shifts, cols = (
-        make_conv(16, 16, 3, 1, 1, dtype=np.float32, algorithm=algorithm)
-        for algorithm in ("shifts", "im2col")
+@pytest.mark.parametrize(
+    "algorithm, C, F, size",
+    [("shifts", 16, 16, 28), ("grid", 16, 32, 14), ("grid", 32, 32, 14)],
+)
+def test_grid_algorithms_in_float32_agree_with_im2col(rng, algorithm, C, F, size):
+    """At deep_cnn's layers (padding 1), in float32, the algorithm that runs them on one
+    thread agrees with im2col to float32 rounding; the grid's forward pass sums the same
+    columns in the same order, so it is the same to the bit."""
+    other, cols = (
+        make_conv(F, C, 3, 1, 1, dtype=np.float32, algorithm=name)
+        for name in (algorithm, "im2col")
     )
-    X = rng.standard_normal((9, 16, 28, 28)).astype(np.float32)
-    out = shifts.forward(X)
+    X = rng.standard_normal((9, C, size, size)).astype(np.float32)
+    out = other.forward(X)
     assert out.dtype == np.float32
+    if algorithm == "grid":
+        assert_array_equal(out, cols.forward(X))
     assert_allclose(out, cols.forward(X), rtol=1e-4, atol=1e-5)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    assert_allclose(shifts.gradient(dout), cols.gradient(dout), rtol=1e-4, atol=1e-5)
+    assert_allclose(other.gradient(dout), cols.gradient(dout), rtol=1e-4, atol=1e-5)
     scale = np.abs(cols.grads["weights"]).max()
-    assert_allclose(shifts.grads["weights"], cols.grads["weights"], atol=1e-5 * scale)
+    assert_allclose(other.grads["weights"], cols.grads["weights"], atol=1e-5 * scale)
 
 
-def test_auto_uses_the_shifts_only_where_they_were_measured_faster(rng, monkeypatch):
-    """algorithm='auto' runs the shifted products for stride 1, several channels and a
-    grid at most 1.1 times the output, on one thread; im2col otherwise (14x14
-    maps with padding 1, one channel, stride 2, two threads)."""
+def test_auto_uses_each_algorithm_where_it_was_measured_faster(rng, monkeypatch):
+    """algorithm='auto', on one thread: the shifted products for stride 1, several
+    channels and a grid at most 1.1 times the output; the grid's columns for the other
+    stride-1 layers with several channels; im2col for one channel, stride 2 or a padding
+    wider than K - 1. On two threads: im2col."""
     use = cnn.conv_shifts.use_shifts
     assert use(16, 28, 28, 3, 1, 1)  # deep_cnn's second layer: grid 29*29/28**2
     assert not use(32, 14, 14, 3, 1, 1)  # its 14x14 layers: 15*15/14**2
@@ -926,29 +956,33 @@ def test_auto_uses_the_shifts_only_where_they_were_measured_faster(rng, monkeypa
     assert not use(16, 28, 28, 3, 2, 1)  # stride 2
     assert not use(16, 28, 28, 3, 1, 3)  # padding wider than K - 1
     assert use(16, 14, 14, 3, 1, 1, max_growth=1.2)
-    calls = []
-    original = cnn.conv_shifts.forward_slice
+    ran = []
+    for name in ("forward_slice", "grid_forward_slice"):
+        original = getattr(cnn.conv_shifts, name)
 
-    def spy(*args):
-        calls.append(1)
-        return original(*args)
+        def spy(*args, name=name, original=original):
+            ran.append(name)
+            return original(*args)
 
-    monkeypatch.setattr(cnn.conv_shifts, "forward_slice", spy)
+        monkeypatch.setattr(cnn.conv_shifts, name, spy)
+
+    def runs(X, workers=1, **kwargs):
+        ran.clear()
+        with cnn.threads.slice_threads(workers):
+            ConvLayer(4, 3, X.shape[1], rng=0, **{"padding": 1, **kwargs}).forward(X)
+        return set(ran)
+
     X = rng.standard_normal((2, 16, 28, 28)).astype(np.float32)
-    layer = ConvLayer(4, 3, 16, padding=1, rng=0)
-    layer.forward(X)
-    assert calls
-    calls.clear()
-    with cnn.threads.slice_threads(2):
-        layer.forward(X)
-    assert not calls
-    ConvLayer(4, 3, 16, padding=1, rng=0, algorithm="im2col").forward(X)
-    ConvLayer(4, 3, 16, stride=2, padding=1, rng=0).forward(X)
-    ConvLayer(4, 3, 16, padding=1, rng=0).forward(X[:, :, :14, :14])
-    assert not calls
-    with cnn.threads.slice_threads(2):
-        ConvLayer(4, 3, 16, padding=1, rng=0, algorithm="shifts").forward(X)
-    assert calls
+    assert runs(X) == {"forward_slice"}
+    assert runs(X[:, :, :14, :14]) == {"grid_forward_slice"}
+    assert runs(X[:, :1]) == set()  # one channel: im2col
+    assert runs(X, stride=2) == set()
+    assert runs(X, padding=3) == set()
+    assert runs(X, workers=2) == set()
+    assert runs(X[:, :, :14, :14], workers=2) == set()
+    assert runs(X, algorithm="im2col") == set()
+    assert runs(X, workers=2, algorithm="shifts") == {"forward_slice"}
+    assert runs(X, algorithm="grid") == {"grid_forward_slice"}
 
 
 @pytest.mark.parametrize(
@@ -956,11 +990,15 @@ def test_auto_uses_the_shifts_only_where_they_were_measured_faster(rng, monkeypa
     [
         (
             {"algorithm": "winograd"},
-            "algorithm must be 'auto', 'im2col' or 'shifts'; got 'winograd'",
+            "algorithm must be 'auto', 'im2col', 'shifts' or 'grid'; got 'winograd'",
         ),
         (
             {"algorithm": "shifts", "stride": 2},
             r"algorithm='shifts' needs stride 1 .* got stride=2",
+        ),
+        (
+            {"algorithm": "grid", "stride": 2},
+            r"algorithm='grid' needs stride 1 .* got stride=2",
         ),
         (
             {"algorithm": "shifts", "padding": 3},

@@ -39,16 +39,26 @@ def test_breakdown_adds_up_and_sees_every_kind_of_work():
     assert 0 <= times["Python and the rest"] < times["total"]
 
 
-def test_breakdown_times_the_shifted_products_as_products_and_copies(monkeypatch):
-    """With the convolutions of several channels on the shifted products, the time of
-    their products and of their grid copies lands in those categories, not in 'the
-    rest': each call is made to take 2 ms longer, and the categories grow by as much."""
+@pytest.mark.parametrize(
+    "algorithm, product, copy",
+    [
+        ("shifts", "shifted_products", "padded_rows"),
+        ("grid", "columns_product", "grid_columns"),
+    ],
+)
+def test_breakdown_times_the_grid_algorithms_as_products_and_copies(
+    monkeypatch, algorithm, product, copy
+):
+    """With the convolutions of several channels on the shifted products or the grid's
+    columns, the time of their products and of their copies lands in those categories,
+    not in 'the rest': each call is made to take 2 ms longer, and the categories grow
+    by as much."""
     X, y = _data(48)
     model = deep_cnn(filters=(4, 6), hidden=8, input_shape=(1, 12, 12), threads=1)
     for layer in model.layers:
         if isinstance(layer, ConvLayer) and layer.num_channels > 1:
-            layer.algorithm = "shifts"
-    calls = {"shifted_products": 0, "padded_rows": 0}
+            layer.algorithm = algorithm
+    calls = {product: 0, copy: 0}
 
     def slowed(name):
         original = getattr(cnn.conv_shifts, name)
@@ -64,9 +74,9 @@ def test_breakdown_times_the_shifted_products_as_products_and_copies(monkeypatch
         monkeypatch.setattr(cnn.conv_shifts, name, slowed(name))
     times = step_breakdown(model, X, y, batch_size=8, steps=4, warmup=2)
     per_step = {name: count / 6 * 2.0 for name, count in calls.items()}  # ms
-    assert per_step["shifted_products"] > 0 and per_step["padded_rows"] > 0
-    assert times["matrix products"] >= per_step["shifted_products"]
-    assert times["copies (im2col, col2im, grids)"] >= per_step["padded_rows"]
+    assert per_step[product] > 0 and per_step[copy] > 0
+    assert times["matrix products"] >= per_step[product]
+    assert times["copies (im2col, col2im, grids)"] >= per_step[copy]
     assert times["Python and the rest"] < 0.5 * min(per_step.values())
 
 
