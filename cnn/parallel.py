@@ -164,9 +164,13 @@ class Peers:
     def _exchange(self):
         """Tell every peer that this process's part is written; wait until theirs
         are."""
-        for (a, _), ends in self._pipes.items():
+        for (a, b), ends in self._pipes.items():
             if a == self.rank:
-                os.write(ends["write"], b"\0")
+                try:
+                    os.write(ends["write"], b"\0")
+                except BrokenPipeError:
+                    # process b has stopped, and closed the pipe's other end
+                    raise PeerStopped(f"training process {b} stopped") from None
         # after the bytes: a peer that sees the count finds its byte there already
         self._written[self.rank] = self._count
         for (a, b), ends in self._pipes.items():

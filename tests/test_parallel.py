@@ -217,12 +217,15 @@ print(json.dumps(run(3, 6, work)))
     assert found == [[3.0 + 30 * i] * 6 for i in range(8)]
 
 
-def test_a_failing_process_stops_the_training_with_its_error():
+@pytest.mark.parametrize("caller_sleeps", [0.0, 0.2])
+def test_a_failing_process_stops_the_training_with_its_error(caller_sleeps):
     """A layer that fails only in a forked process: the training stops with
-    PeerStopped, which carries that process's traceback."""
+    PeerStopped, which carries that process's traceback; also when the calling process
+    is slow, so that the copy has exited before the caller tells it its part is written
+    (the write to a closed pipe raised BrokenPipeError instead)."""
     found = fresh_python(
-        """
-import json, os
+        f"""
+import json, os, time
 import numpy as np
 import cnn
 from cnn import Flatten, FullyConnectedLayer, Layer
@@ -237,6 +240,7 @@ class FailsElsewhere(Layer):
     def forward(self, X, training=True):
         if os.getpid() != self.pid:
             raise ArithmeticError("boom in the copy")
+        time.sleep({caller_sleeps})
         return X
     def gradient(self, dout, input_grad=True):
         return dout
