@@ -692,62 +692,6 @@ class ConvLayer(Layer):
             at_least=threads.workers(),
         )
 
-    def _forward_shifts(self, X, F, OH, OW):
-        N = X.shape[0]
-        taps = conv_shifts.tap_matrices(self.weights)  # (K*K, F, C)
-        out = np.empty((F, N * OH * OW), dtype=np.result_type(X, self.weights))
-
-        def one_slice(part):
-            n = part.stop - part.start
-            target = out[:, part.start * OH * OW : part.stop * OH * OW]
-            conv_shifts.forward_slice(
-                X[part],
-                taps,
-                self.biases,
-                self.padding,
-                target.reshape(F, n, OH, OW),
-                threads.local(self._workspace),
-            )
-
-        threads.map_slices(one_slice, self._shift_slices(X.shape))
-        # laid out (F, N, OH, OW) like the im2col product's output
-        return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
-
-    def _gradient_shifts(self, X, dout, input_grad):
-        N, C, H, W = X.shape
-        F, K = self.num_filters, self.filter_size
-        flipped = conv_shifts.flipped_tap_matrices(self.weights) if input_grad else None
-        dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
-
-        def one_slice(part):
-            target = None
-            if input_grad:
-                n = part.stop - part.start
-                target = dX[:, part.start * H * W : part.stop * H * W]
-                target = target.reshape(C, n, H, W)
-            return conv_shifts.backward_slice(
-                X[part],
-                dout[part],
-                flipped,
-                self.padding,
-                target,
-                threads.local(self._workspace),
-            )
-
-        # the slices' weight gradients, (K*K, F, C) taps each, summed
-        d_taps = np.sum(
-            threads.map_slices(one_slice, self._shift_slices(X.shape)), axis=0
-        )
-        self.set_grads(
-            weights=np.ascontiguousarray(
-                d_taps.reshape(K, K, F, C).transpose(2, 3, 0, 1)
-            ),
-            biases=dout.transpose(1, 0, 2, 3).reshape(F, -1).sum(axis=1),
-        )
-        if not input_grad:
-            return None
-        return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
-
     def _grid_slices(self, X_shape):
         """:func:`batch_slices` for the grid's columns, whose (C*K*K + 1, n * grid)
         matrix is the largest buffer, as im2col's is."""
@@ -756,57 +700,112 @@ class ConvLayer(Layer):
         grid_bytes = (H + p) * (W + p) * self.weights.itemsize  # per channel
         return batch_slices(N, (C * K * K + 1) * grid_bytes, at_least=threads.workers())
 
-    def _forward_grid(self, X, F, OH, OW):
-        weights = self._weights_and_biases()  # (F, C*K*K + 1), the bias trick
-        out = np.empty((F, X.shape[0] * OH * OW), dtype=np.result_type(X, weights))
+    def _forward_in_slices(self, X, F, OH, OW, slices, forward_slice):
+        """The output of ``forward_slice(X_part, out_part, workspace)`` run on each
+        slice of the batch (in :func:`threads.map_slices`), each writing its images'
+        output ``out_part`` (F, n, OH, OW); returned as (N, F, OH, OW), laid out
+        (F, N, OH, OW) like the im2col product's output."""
+        N = X.shape[0]
+        out = np.empty((F, N * OH * OW), dtype=np.result_type(X, self.weights))
 
         def one_slice(part):
-            n = part.stop - part.start
             target = out[:, part.start * OH * OW : part.stop * OH * OW]
-            conv_shifts.grid_forward_slice(
-                X[part],
-                weights,
-                self.filter_size,
-                self.padding,
-                target.reshape(F, n, OH, OW),
-                threads.local(self._workspace),
-            )
+            target = target.reshape(F, part.stop - part.start, OH, OW)
+            forward_slice(X[part], target, threads.local(self._workspace))
 
-        threads.map_slices(one_slice, self._grid_slices(X.shape))
-        return out.reshape(F, X.shape[0], OH, OW).transpose(1, 0, 2, 3)
+        threads.map_slices(one_slice, slices)
+        return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)
 
-    def _gradient_grid(self, X, dout, input_grad):
+    def _gradient_in_slices(self, X, dout, input_grad, slices, backward_slice):
+        """``backward_slice(X_part, dout_part, dX_part, workspace)`` run on each slice,
+        each writing its images' input gradient ``dX_part`` (C, n, H, W) (None without
+        ``input_grad``) and returning its share of the weights' gradient. Returns the
+        sum of those shares and dX (N, C, H, W) laid out (C, N, H, W), or None."""
         N, C, H, W = X.shape
-        flipped = flipped_filters(self.weights) if input_grad else None
         dX = np.empty((C, N * H * W), dtype=dout.dtype) if input_grad else None
 
         def one_slice(part):
             target = None
             if input_grad:
-                n = part.stop - part.start
                 target = dX[:, part.start * H * W : part.stop * H * W]
-                target = target.reshape(C, n, H, W)
+                target = target.reshape(C, part.stop - part.start, H, W)
+            return backward_slice(
+                X[part], dout[part], target, threads.local(self._workspace)
+            )
+
+        d_weights = np.sum(threads.map_slices(one_slice, slices), axis=0)
+        if not input_grad:
+            return d_weights, None
+        return d_weights, dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
+
+    def _forward_shifts(self, X, F, OH, OW):
+        taps = conv_shifts.tap_matrices(self.weights)  # (K*K, F, C)
+
+        def forward_slice(X_part, out_part, workspace):
+            conv_shifts.forward_slice(
+                X_part, taps, self.biases, self.padding, out_part, workspace
+            )
+
+        return self._forward_in_slices(
+            X, F, OH, OW, self._shift_slices(X.shape), forward_slice
+        )
+
+    def _gradient_shifts(self, X, dout, input_grad):
+        F, C, K = self.num_filters, self.num_channels, self.filter_size
+        flipped = conv_shifts.flipped_tap_matrices(self.weights) if input_grad else None
+
+        def backward_slice(X_part, dout_part, dX_part, workspace):
+            return conv_shifts.backward_slice(
+                X_part, dout_part, flipped, self.padding, dX_part, workspace
+            )
+
+        # the weight gradients as (K*K, F, C) taps
+        d_taps, dX = self._gradient_in_slices(
+            X, dout, input_grad, self._shift_slices(X.shape), backward_slice
+        )
+        self.set_grads(
+            weights=np.ascontiguousarray(
+                d_taps.reshape(K, K, F, C).transpose(2, 3, 0, 1)
+            ),
+            biases=dout.transpose(1, 0, 2, 3).reshape(F, -1).sum(axis=1),
+        )
+        return dX
+
+    def _forward_grid(self, X, F, OH, OW):
+        weights = self._weights_and_biases()  # (F, C*K*K + 1), the bias trick
+
+        def forward_slice(X_part, out_part, workspace):
+            conv_shifts.grid_forward_slice(
+                X_part, weights, self.filter_size, self.padding, out_part, workspace
+            )
+
+        return self._forward_in_slices(
+            X, F, OH, OW, self._grid_slices(X.shape), forward_slice
+        )
+
+    def _gradient_grid(self, X, dout, input_grad):
+        flipped = flipped_filters(self.weights) if input_grad else None
+
+        def backward_slice(X_part, dout_part, dX_part, workspace):
             return conv_shifts.grid_backward_slice(
-                X[part],
-                dout[part],
+                X_part,
+                dout_part,
                 self.weights,
                 flipped,
                 self.padding,
-                target,
-                threads.local(self._workspace),
+                dX_part,
+                workspace,
             )
 
-        # the slices' (F, C*K*K + 1) gradients, summed
-        d_weights_and_biases = np.sum(
-            threads.map_slices(one_slice, self._grid_slices(X.shape)), axis=0
+        # the (F, C*K*K + 1) gradients of the weights and (last column) the biases
+        d_weights_and_biases, dX = self._gradient_in_slices(
+            X, dout, input_grad, self._grid_slices(X.shape), backward_slice
         )
         self.set_grads(
             weights=d_weights_and_biases[:, :-1].reshape(self.weights.shape),
             biases=d_weights_and_biases[:, -1],
         )
-        if not input_grad:
-            return None
-        return dX.reshape(C, N, H, W).transpose(1, 0, 2, 3)
+        return dX
 
     def _slices(self, X_shape, pixels):
         """Pairs (images, columns): a :func:`batch_slices` slice of the batch and the
